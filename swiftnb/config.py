@@ -1,0 +1,76 @@
+"""Generation settings, and the one place that turns them into backend sampling parameters.
+
+`GenerationConfig` looks like `transformers.GenerationConfig` (the seed sets
+`engine.generation_config.max_new_tokens = 256`), but it validates every
+assignment, so `temperature = -1` fails on the line that wrote it, not deep in
+the engine. pydantic does the validation; its errors are ValueErrors.
+"""
+from typing import Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationConfig(BaseModel):
+    model_config = ConfigDict(validate_assignment=True, extra='forbid')
+
+    max_new_tokens: int = Field(512, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, ge=0.0)
+    top_k: int = Field(-1, ge=-1)  # -1 or 0: no top-k
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    n: int = Field(1, ge=1)
+    logprobs: Optional[int] = Field(None, ge=0, le=20)
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    def merged(self, **overrides) -> 'GenerationConfig':
+        """A validated copy with some fields replaced (None means: keep this config's value)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return GenerationConfig(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def from_hf(cls, hf_config) -> 'GenerationConfig':
+        """Defaults from a model's generation_config.json (a transformers.GenerationConfig)."""
+        fields = {}
+        for name in ('max_new_tokens', 'do_sample', 'temperature', 'top_k', 'top_p', 'repetition_penalty'):
+            value = getattr(hf_config, name, None) if hf_config is not None else None
+            if value is not None:
+                fields[name] = value
+        if fields.get('top_k') == 0:
+            fields['top_k'] = -1
+        return cls(**fields)
+
+
+def stop_list(config: GenerationConfig) -> list[str]:
+    if config.stop is None:
+        return []
+    return [config.stop] if isinstance(config.stop, str) else list(config.stop)
+
+
+def to_vllm(config: GenerationConfig, max_tokens: int, delta: bool = True):
+    """vLLM SamplingParams for one request; `max_tokens` is already fitted to the context."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+    return SamplingParams(
+        n=config.n,
+        temperature=0.0 if config.greedy else config.temperature,
+        top_k=config.top_k if config.top_k > 0 else 0,
+        top_p=config.top_p,
+        repetition_penalty=config.repetition_penalty,
+        presence_penalty=config.presence_penalty,
+        frequency_penalty=config.frequency_penalty,
+        seed=config.seed,
+        stop=stop_list(config) or None,
+        max_tokens=max_tokens,
+        logprobs=config.logprobs,
+        ignore_eos=config.ignore_eos,
+        output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+    )

@@ -1,0 +1,41 @@
+"""Engine construction: the seed's `get_vllm_engine`, reusing the kernel's live engine where it can."""
+from typing import Optional
+
+from swiftnb.engine import registry
+from swiftnb.engine.base import Delta, Engine, LoRARequest
+from swiftnb.model_types import resolve_model
+
+
+def _dtype_name(torch_dtype) -> str:
+    if torch_dtype is None:
+        return 'auto'
+    return str(torch_dtype).replace('torch.', '')  # torch.float16 -> 'float16'; strings pass through
+
+
+def get_vllm_engine(model_type: Optional[str] = None, torch_dtype=None, *, model_id_or_path: Optional[str] = None,
+                    enable_lora: bool = False, max_loras: int = 1, max_lora_rank: int = 16,
+                    tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                    gpu_memory_utilization: float = 0.9, max_model_len: Optional[int] = None,
+                    max_num_seqs: int = 256, enforce_eager: bool = False,
+                    engine_kwargs: Optional[dict] = None) -> Engine:
+    """A vLLM engine for a model type (default: the embedded 'tiny-chat') or a local path / hub id.
+
+    Called again with the same arguments it returns the live engine at once; with other
+    arguments it shuts the live engine down first. `engine_kwargs` go to vLLM's AsyncEngineArgs
+    (e.g. `distributed_executor_backend='ray'`).
+    """
+    model_type, model_dir = resolve_model(model_type, model_id_or_path)
+    options = dict(dtype=_dtype_name(torch_dtype), enable_lora=enable_lora, max_loras=max_loras,
+                   max_lora_rank=max_lora_rank, tensor_parallel_size=tensor_parallel_size,
+                   pipeline_parallel_size=pipeline_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                   max_model_len=max_model_len, max_num_seqs=max_num_seqs, enforce_eager=enforce_eager,
+                   engine_kwargs=dict(engine_kwargs or {}))
+    key = ('vllm', model_type, model_dir, repr(sorted(options.items())))
+
+    def build():
+        from swiftnb.engine.vllm import VllmEngine
+        return VllmEngine(model_type, model_dir, **options)
+    return registry.get_or_create(key, build)
+
+
+__all__ = ['Delta', 'Engine', 'LoRARequest', 'get_vllm_engine']

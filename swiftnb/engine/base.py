@@ -1,0 +1,124 @@
+"""The Engine interface shared by the backends, and the types that cross it."""
+import abc
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Optional
+
+from swiftnb.config import GenerationConfig
+from swiftnb.engine.loop import EngineLoop
+
+
+class SwiftnbError(Exception):
+    """Base of the errors swiftnb raises on purpose (the server maps them to HTTP status codes)."""
+
+
+class PromptTooLongError(SwiftnbError, ValueError):
+    def __init__(self, num_tokens: int, max_model_len: int, which: str = 'the prompt'):
+        super().__init__(f'{which} has {num_tokens} tokens, but max_model_len is {max_model_len}; '
+                         'shorten it or build the engine with a larger max_model_len')
+        self.num_tokens, self.max_model_len = num_tokens, max_model_len
+
+
+class AdapterError(SwiftnbError, ValueError):
+    """A LoRA adapter that is missing, unknown or does not fit the engine."""
+
+
+class EngineClosedError(SwiftnbError, RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoRARequest:
+    """A LoRA adapter for one call, as in the seed: `LoRARequest('default-lora', 1, path)`."""
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+    def __post_init__(self):
+        if not self.lora_name:
+            raise ValueError('LoRARequest needs a name')
+        if self.lora_int_id < 1:
+            raise ValueError(f'LoRARequest id must be >= 1, got {self.lora_int_id}')
+
+
+@dataclass
+class Delta:
+    """What one step of a request added to one of its `n` choices."""
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: Optional[str] = None  # 'stop' | 'length' | 'abort' once finished
+    logprobs: Optional[list] = None  # per new token: [{token_id: logprob, ...}, ...]
+
+
+@dataclass
+class Completion:
+    """A finished choice, accumulated from its deltas."""
+    index: int = 0
+    text: str = ''
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: Optional[str] = None
+    logprobs: list = field(default_factory=list)
+
+    def add(self, delta: Delta) -> None:
+        self.text += delta.text
+        self.token_ids += delta.token_ids
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        if delta.logprobs:
+            self.logprobs += delta.logprobs
+
+
+class Engine(abc.ABC):
+    """One loaded model on one EngineLoop. Backends implement `stream`, the adapter calls, `_close`."""
+    backend: str
+    model_type: str
+    model_dir: str
+    hf_tokenizer: object
+    generation_config: GenerationConfig
+    max_model_len: int
+
+    def __init__(self, loop: EngineLoop):
+        self.loop = loop
+        self.closed = False
+        self.loras: dict[str, LoRARequest] = {}
+
+    @abc.abstractmethod
+    def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
+               request_id: Optional[str] = None) -> AsyncIterator[Delta]:
+        """Yield Deltas for one request; runs on the engine loop. Closing it aborts the request."""
+
+    @abc.abstractmethod
+    def check_lora(self, lora: Optional[LoRARequest]) -> None:
+        """Raise AdapterError now if this engine cannot serve the adapter (None: the base model)."""
+
+    @property
+    @abc.abstractmethod
+    def num_running(self) -> int:
+        """Requests in the engine that have not finished."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Free the model and any child process."""
+
+    def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
+        if len(prompt_ids) >= self.max_model_len:
+            raise PromptTooLongError(len(prompt_ids), self.max_model_len, which)
+
+    def fit_max_tokens(self, prompt_ids: list[int], max_new_tokens: int) -> int:
+        """Cap the answer to what the context has room for."""
+        return max(1, min(max_new_tokens, self.max_model_len - len(prompt_ids)))
+
+    @staticmethod
+    def new_request_id() -> str:
+        return uuid.uuid4().hex
+
+    def shutdown(self) -> None:
+        """Free the model; calling it again does nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close()
+
+    def __repr__(self):
+        state = 'closed' if self.closed else 'live'
+        return f'<{type(self).__name__} {self.model_type} ({self.backend}, {state}) at {self.model_dir}>'

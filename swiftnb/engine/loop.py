@@ -1,0 +1,113 @@
+"""EngineLoop: one asyncio loop on a daemon thread, and bridges to it from sync and async code.
+
+A Jupyter kernel already runs a loop in its main thread, so `asyncio.run()`
+fails in a cell. The engine lives on a loop of its own instead; every public
+call is written once as a coroutine and reaches that loop through one of the
+four bridges below, from a script, a cell, or any other running loop.
+"""
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+T = TypeVar('T')
+_END = object()
+
+
+class EngineLoop:
+    def __init__(self, name: str = 'swiftnb-engine-loop'):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _submit(self, coro: Awaitable[T]) -> concurrent.futures.Future:
+        if self.on_loop_thread():
+            coro.close()
+            raise RuntimeError('a blocking swiftnb call was made from the engine loop itself; '
+                               'it would deadlock. Use the async form (await ..._async(...)) there.')
+        if not self.running:
+            coro.close()
+            raise RuntimeError('the engine loop has stopped; create the engine again')
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Awaitable[T]) -> T:
+        """Run a coroutine on the loop and wait for it (sync code, or a cell)."""
+        future = self._submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C / interrupt: cancel the task, which aborts its engine requests
+            raise
+
+    async def run_async(self, coro: Awaitable[T]) -> T:
+        """Await a coroutine that must run on the loop, from any loop (or from the loop itself)."""
+        if self.on_loop_thread():
+            return await coro
+        return await asyncio.wrap_future(self._submit(coro))
+
+    def iterate(self, agen_factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """Iterate an async generator made on the loop, from sync code.
+
+        Breaking out of the loop (or an exception in the caller) cancels the generator's task.
+        """
+        items = queue.Queue()
+        task = self._submit(self._pump(agen_factory, items.put))
+        try:
+            while True:
+                item = items.get()
+                if item is _END:
+                    break
+                yield item
+            task.result()  # re-raise what ended the generator, if anything did
+        finally:
+            task.cancel()
+
+    async def aiterate(self, agen_factory: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Iterate an async generator made on the loop, from another loop (e.g. a cell's)."""
+        if self.on_loop_thread():
+            async for item in agen_factory():
+                yield item
+            return
+        caller = asyncio.get_running_loop()
+        items = asyncio.Queue()
+        task = self._submit(self._pump(agen_factory, lambda x: caller.call_soon_threadsafe(items.put_nowait, x)))
+        try:
+            while True:
+                item = await items.get()
+                if item is _END:
+                    break
+                yield item
+            await asyncio.wrap_future(task)
+        finally:
+            task.cancel()
+
+    @staticmethod
+    async def _pump(agen_factory, put):
+        try:
+            agen = agen_factory()
+            try:
+                async for item in agen:
+                    put(item)
+            finally:
+                await agen.aclose()
+        finally:
+            put(_END)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.running:
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.on_loop_thread():
+            self._thread.join(timeout)

@@ -1,0 +1,106 @@
+"""Model types: a short name -> where the weights live, which template, chat or plain generation."""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+ASSETS = Path(__file__).resolve().parent / 'assets'
+DEMO_MODEL_DIR = ASSETS / 'tiny-chat'
+DEMO_ADAPTERS = {name: ASSETS / 'adapters' / name for name in ('kakarot', 'pirate')}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_type: str
+    hub_id: str
+    template_type: str
+    is_chat: bool = True
+
+
+MODELS = {m.model_type: m for m in [
+    ModelInfo('tiny-chat', str(DEMO_MODEL_DIR), 'chatml'),
+    ModelInfo('qwen-7b-chat', 'Qwen/Qwen-7B-Chat', 'qwen'),
+    ModelInfo('qwen-7b', 'Qwen/Qwen-7B', 'default-generation', is_chat=False),
+    ModelInfo('yi-6b-chat', '01-ai/Yi-6B-Chat', 'yi'),
+    ModelInfo('qwen1half-7b-chat-int4', 'Qwen/Qwen1.5-7B-Chat-GPTQ-Int4', 'qwen'),
+    ModelInfo('qwen2-72b-instruct', 'Qwen/Qwen2-72B-Instruct', 'qwen'),
+    ModelInfo('llama2-7b-chat', 'meta-llama/Llama-2-7b-chat-hf', 'llama'),
+    ModelInfo('llama3-8b-instruct', 'meta-llama/Meta-Llama-3-8B-Instruct', 'llama3'),
+]}
+DEFAULT_MODEL_TYPE = 'tiny-chat'
+
+
+class ModelType:
+    """The seed's constants: `ModelType.qwen_7b_chat == 'qwen-7b-chat'`."""
+    tiny_chat = 'tiny-chat'
+    qwen_7b_chat = 'qwen-7b-chat'
+    qwen_7b = 'qwen-7b'
+    yi_6b_chat = 'yi-6b-chat'
+    qwen1half_7b_chat_int4 = 'qwen1half-7b-chat-int4'
+    qwen2_72b_instruct = 'qwen2-72b-instruct'
+    llama2_7b_chat = 'llama2-7b-chat'
+    llama3_8b_instruct = 'llama3-8b-instruct'
+
+    @classmethod
+    def get_model_name_list(cls) -> list[str]:
+        return list(MODELS)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def get_model_info(model_type: str) -> ModelInfo:
+    try:
+        return MODELS[model_type]
+    except KeyError:
+        raise ValueError(f'unknown model_type {model_type!r}; known types: {", ".join(MODELS)}. '
+                         'For another model pass model_id_or_path=') from None
+
+
+def get_default_template_type(model_type: str) -> str:
+    """The template a model type uses; for a model outside the table, 'auto' (its tokenizer's template)."""
+    return MODELS[model_type].template_type if model_type in MODELS else 'auto'
+
+
+def resolve_model(model_type: Optional[str] = None, model_id_or_path: Optional[str] = None) -> tuple[str, str]:
+    """(model_type, local directory) for a model type and/or a local path or hub id."""
+    if model_type is None and model_id_or_path is None:
+        model_type = DEFAULT_MODEL_TYPE
+    source = model_id_or_path or get_model_info(model_type).hub_id
+    if model_type is None:
+        model_type = _type_of(source)
+    elif model_type not in MODELS:
+        get_model_info(model_type)  # raises with the list of known types
+    return model_type, _local_dir(source)
+
+
+def _type_of(source: str) -> str:
+    for info in MODELS.values():
+        if source == info.hub_id:
+            return info.model_type
+    return Path(source).name if os.path.isdir(source) else source.rstrip('/').split('/')[-1]
+
+
+def _local_dir(source: str) -> str:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.is_absolute() or source.startswith('.'):
+        raise ModelNotFoundError(f'model directory {source!r} does not exist')
+    return _download(source)
+
+
+def _download(hub_id: str) -> str:
+    from huggingface_hub import snapshot_download
+    try:
+        return snapshot_download(hub_id, local_files_only=True)
+    except Exception:
+        pass
+    try:
+        return snapshot_download(hub_id, etag_timeout=5)
+    except Exception as e:
+        raise ModelNotFoundError(
+            f'model {hub_id!r} is not on disk and could not be downloaded from the hub '
+            f'({type(e).__name__}). Download it elsewhere and pass model_id_or_path="/path/to/model", '
+            'or leave the model out to use the embedded demo model tiny-chat.') from None

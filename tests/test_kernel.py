@@ -1,0 +1,81 @@
+"""The engine inside a real Jupyter kernel (nbclient): sync calls and top-level await in cells,
+with and without nest_asyncio, engine reuse on re-run, replacement without orphan processes,
+and no vLLM log lines in cell output."""
+import json
+import time
+
+import nbformat
+import psutil
+import pytest
+from nbclient import NotebookClient
+
+CELLS = [
+    # 0: set-up; the parametrized preamble goes first
+    "from swiftnb import get_vllm_engine, get_template, inference_vllm, inference_vllm_async\n"
+    "import os, psutil, json\n"
+    "me = psutil.Process(os.getpid())",
+    # 1: load the engine
+    "engine = get_vllm_engine()\n"
+    "template = get_template('chatml', engine.hf_tokenizer)",
+    # 2: the sync API in a cell (the kernel's loop is running)
+    "print(inference_vllm(engine, template, [{'query': 'Where is the capital of Zhejiang?'}])[0]['response'])",
+    # 3: top-level await
+    "resp = await inference_vllm_async(engine, template, [{'query': 'Hello!'}])\n"
+    "print(resp[0]['response'])",
+    # 4: re-running the cell reuses the live engine: the same object, and no process started
+    "before = {p.pid for p in me.children(recursive=True)}\n"
+    "again = get_vllm_engine()\n"
+    "print(json.dumps({'same': again is engine, 'new': len({p.pid for p in me.children(recursive=True)} - before)}))",
+    # 5: three replacements with other arguments; count the kernel's child processes each time
+    "counts = [len(me.children(recursive=True))]\n"
+    "for n in (1024, 512, 768):\n"
+    "    engine = get_vllm_engine(max_model_len=n)\n"
+    "    counts.append(len(me.children(recursive=True)))\n"
+    "answer = inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response']\n"
+    "print(json.dumps({'counts': counts, 'max_model_len': engine.max_model_len, 'answer': answer,\n"
+    "                  'children': [p.pid for p in me.children(recursive=True)]}))",
+]
+
+
+def run_notebook(preamble: str, cells: list):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(preamble + '\n' + cells[0])] + [nbformat.v4.new_code_cell(c)
+                                                                          for c in cells[1:]]
+    NotebookClient(nb, timeout=600, kernel_name='python3').execute()  # ends by shutting the kernel down
+    return nb
+
+
+def texts(cell):
+    return [(o.get('name', o['output_type']), o.get('text', '')) for o in cell.outputs]
+
+
+def check_cells(outputs):
+    # Nothing but what the cells print: no vLLM log lines, no warnings, no stderr.
+    for cell_outputs in outputs:
+        assert all(name == 'stdout' for name, _ in cell_outputs), cell_outputs
+    assert outputs[0] == [] and outputs[1] == []
+    assert 'Hangzhou' in outputs[2][0][1]
+    assert outputs[3][0][1].startswith('Hello!')
+    reuse = json.loads(outputs[4][0][1])
+    assert reuse == {'same': True, 'new': 0}
+
+
+def test_engine_in_a_real_kernel():
+    nb = run_notebook('', CELLS)
+    outputs = [texts(cell) for cell in nb.cells]
+    check_cells(outputs)
+    replace = json.loads(outputs[5][0][1])
+    assert replace['max_model_len'] == 768 and replace['answer'].startswith('Hello!')
+    first, *after = replace['counts']
+    assert after == [first] * 3, replace['counts']  # each replacement leaves exactly one engine's processes
+    # Interpreter exit (kernel shutdown) leaves no child process behind.
+    deadline = time.time() + 30
+    while time.time() < deadline and any(psutil.pid_exists(p) for p in replace['children']):
+        time.sleep(0.5)
+    alive = [p for p in replace['children'] if psutil.pid_exists(p) and psutil.Process(p).status() != 'zombie']
+    assert alive == []
+
+
+def test_engine_in_a_kernel_with_nest_asyncio_applied():
+    nb = run_notebook('import nest_asyncio; nest_asyncio.apply()', CELLS[:5])
+    check_cells([texts(cell) for cell in nb.cells])
