@@ -26,7 +26,15 @@ CELLS = [
     "before = {p.pid for p in me.children(recursive=True)}\n"
     "again = get_vllm_engine()\n"
     "print(json.dumps({'same': again is engine, 'new': len({p.pid for p in me.children(recursive=True)} - before)}))",
-    # 5: three replacements with other arguments; count the kernel's child processes each time
+    # 5: an engine built without enable_lora refuses an adapter with a clear error, and keeps serving
+    "from swiftnb import LoRARequest, AdapterError, DEMO_ADAPTERS\n"
+    "try:\n"
+    "    inference_vllm(engine, template, [{'query': 'who are you?'}],\n"
+    "                   lora_request=LoRARequest('kakarot', 1, str(DEMO_ADAPTERS['kakarot'])))\n"
+    "except AdapterError as e:\n"
+    "    print('refused:', e)\n"
+    "print(inference_vllm(engine, template, [{'query': 'who are you?'}])[0]['response'])",
+    # 6: three replacements with other arguments; count the kernel's child processes each time
     "counts = [len(me.children(recursive=True))]\n"
     "for n in (1024, 512, 768):\n"
     "    engine = get_vllm_engine(max_model_len=n)\n"
@@ -45,26 +53,28 @@ def run_notebook(preamble: str, cells: list):
     return nb
 
 
-def texts(cell):
-    return [(o.get('name', o['output_type']), o.get('text', '')) for o in cell.outputs]
+def stdout(cell) -> str:
+    """The cell's printed text; anything else it shows (stderr, errors, displays) fails the test."""
+    kinds = {o.get('name', o['output_type']) for o in cell.outputs}
+    assert kinds <= {'stdout'}, cell.outputs  # no vLLM log lines, no warnings, no stderr
+    return ''.join(o['text'] for o in cell.outputs)
 
 
 def check_cells(outputs):
-    # Nothing but what the cells print: no vLLM log lines, no warnings, no stderr.
-    for cell_outputs in outputs:
-        assert all(name == 'stdout' for name, _ in cell_outputs), cell_outputs
-    assert outputs[0] == [] and outputs[1] == []
-    assert 'Hangzhou' in outputs[2][0][1]
-    assert outputs[3][0][1].startswith('Hello!')
-    reuse = json.loads(outputs[4][0][1])
+    assert outputs[0] == outputs[1] == ''
+    assert 'Hangzhou' in outputs[2]
+    assert outputs[3].startswith('Hello!')
+    reuse = json.loads(outputs[4])
     assert reuse == {'same': True, 'new': 0}
 
 
 def test_engine_in_a_real_kernel():
     nb = run_notebook('', CELLS)
-    outputs = [texts(cell) for cell in nb.cells]
+    outputs = [stdout(cell) for cell in nb.cells]
     check_cells(outputs)
-    replace = json.loads(outputs[5][0][1])
+    refused, answer = outputs[5].splitlines()
+    assert 'enable_lora=True' in refused and answer.startswith('I am Tiny Chat')
+    replace = json.loads(outputs[6])
     assert replace['max_model_len'] == 768 and replace['answer'].startswith('Hello!')
     first, *after = replace['counts']
     assert after == [first] * 3, replace['counts']  # each replacement leaves exactly one engine's processes
@@ -78,4 +88,4 @@ def test_engine_in_a_real_kernel():
 
 def test_engine_in_a_kernel_with_nest_asyncio_applied():
     nb = run_notebook('import nest_asyncio; nest_asyncio.apply()', CELLS[:5])
-    check_cells([texts(cell) for cell in nb.cells])
+    check_cells([stdout(cell) for cell in nb.cells])

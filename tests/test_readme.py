@@ -9,8 +9,7 @@ README = Path(__file__).resolve().parents[1] / 'README.md'
 
 def quickstart():
     section = README.read_text().split('## Quickstart', 1)[1].split('\n## ', 1)[0]
-    code, = re.findall(r'```python\n(.*?)```', section, re.S)
-    shown = re.findall(r'```\n(.*?)```', section, re.S)[-1]
+    code, shown = re.search(r'```python\n(.*?)```\s*```\n(.*?)```', section, re.S).groups()
     return code, shown
 
 

@@ -122,12 +122,15 @@ def train(model, data, steps, lr, pad_id, batch_size=32, seed=0, log_every=100):
 
 
 def build_base(out_dir, steps):
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
     convs = corpus.base_conversations()
     docs = corpus.completion_documents()
     texts = [q + '\n' + r for conv in corpus.kakarot_conversations() + corpus.pirate_conversations() + convs
              for q, r in conv] + docs
-    tokenizer = train_tokenizer(texts)
+    # Train on the tokenizer exactly as AutoTokenizer (and so vLLM) will load it from disk: for a
+    # qwen2 model that is Qwen2Tokenizer, whose pre-tokenizer splits digits one by one.
+    train_tokenizer(texts).save_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
     vocab = 64 * math.ceil(len(tokenizer) / 64)
     im_end, eot = tokenizer.convert_tokens_to_ids(['<|im_end|>', '<|endoftext|>'])
     config = Qwen2Config(
@@ -156,6 +159,7 @@ def build_adapter(base_dir, out_dir, convs, steps, seed):
     model = get_peft_model(model, lora)
     train(model, examples(tokenizer, convs, seed=seed), steps, lr=3e-3, pad_id=tokenizer.pad_token_id, seed=seed)
     model.save_pretrained(out_dir)
+    (Path(out_dir) / 'README.md').unlink(missing_ok=True)  # peft's empty model-card template
     # Name the base by its model type, not by this machine's absolute path; swiftnb resolves it.
     cfg_path = Path(out_dir) / 'adapter_config.json'
     cfg = json.loads(cfg_path.read_text())

