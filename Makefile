@@ -33,7 +33,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests --nbval-lax notebooks $(PYTEST_ARGS)
 
 demo-model: setup
 	$(PY) -m swiftnb.assets.build_demo

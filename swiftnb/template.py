@@ -85,7 +85,7 @@ class Template:
         # The chat template already wrote any special tokens it wants; add none on top.
         ids = self.tokenizer(text, add_special_tokens=not self.is_chat)['input_ids']
         if self.max_length is not None and len(ids) > self.max_length:
-            raise PromptTooLongError(len(ids), self.max_length, 'the prompt (template max_length)')
+            raise PromptTooLongError(len(ids), self.max_length, limit_name="the template's max_length")
         return ids
 
 

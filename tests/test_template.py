@@ -59,7 +59,7 @@ def test_bad_input(tokenizer):
     with pytest.raises(ValueError, match='unknown template_type'):
         get_template('nope', tokenizer)
     template = get_template('chatml', tokenizer, max_length=10)
-    with pytest.raises(PromptTooLongError):
+    with pytest.raises(PromptTooLongError, match=r"has \d+ tokens, but the template's max_length is 10"):
         template.encode('Hello! ' * 20)
     with pytest.raises(ValueError, match=r'\[query, response\]'):
         template.encode('Hi', history=[['only one']])

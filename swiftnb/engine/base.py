@@ -13,10 +13,10 @@ class SwiftnbError(Exception):
 
 
 class PromptTooLongError(SwiftnbError, ValueError):
-    def __init__(self, num_tokens: int, max_model_len: int, which: str = 'the prompt'):
-        super().__init__(f'{which} has {num_tokens} tokens, but max_model_len is {max_model_len}; '
-                         'shorten it or build the engine with a larger max_model_len')
-        self.num_tokens, self.max_model_len = num_tokens, max_model_len
+    def __init__(self, num_tokens: int, limit: int, which: str = 'the prompt', limit_name: str = 'max_model_len'):
+        super().__init__(f'{which} has {num_tokens} tokens, but {limit_name} is {limit}; '
+                         f'shorten it or raise {limit_name}')
+        self.num_tokens, self.limit = num_tokens, limit
 
 
 class AdapterError(SwiftnbError, ValueError):
@@ -80,7 +80,6 @@ class Engine(abc.ABC):
     def __init__(self, loop: EngineLoop):
         self.loop = loop
         self.closed = False
-        self.loras: dict[str, LoRARequest] = {}
 
     @abc.abstractmethod
     def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,

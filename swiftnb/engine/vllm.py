@@ -3,7 +3,6 @@ import contextlib
 import gc
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
@@ -76,7 +75,7 @@ class VllmEngine(Engine):
         self.check_prompt(prompt_ids)
         params = to_vllm(config, self.fit_max_tokens(prompt_ids, config.max_new_tokens))
         vllm_lora = self._vllm_lora(lora)
-        gate = self._gate.hold(lora.lora_name if lora else None) if self._gate else nullcontext()
+        gate = self._gate.hold(lora.lora_name if lora else None) if self._gate else contextlib.nullcontext()
         async with gate:
             generator = self.llm.generate({'prompt_token_ids': prompt_ids}, params, request_id or self.new_request_id(),
                                           lora_request=vllm_lora)
