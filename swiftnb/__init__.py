@@ -7,6 +7,8 @@ The seed's names work as they are; porting from ms-swift is a change of import:
 
 Importing swiftnb does not import vLLM; the first engine does.
 """
+from swiftnb.client import (XRequestConfig, get_model_list_client, get_model_list_client_async, inference_client,
+                            inference_client_async)
 from swiftnb.config import GenerationConfig
 from swiftnb.engine import Delta, Engine, LoRARequest, get_vllm_engine
 from swiftnb.engine.base import AdapterError, EngineClosedError, PromptTooLongError, SwiftnbError
@@ -15,13 +17,15 @@ from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, i
 from swiftnb.logs import show_vllm_logs
 from swiftnb.model_types import (DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelNotFoundError, ModelType,
                                  get_default_template_type)
+from swiftnb.server import BackgroundServer, serve
 from swiftnb.template import Template, get_template
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'AdapterError', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError', 'GenerationConfig',
+    'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError', 'GenerationConfig',
     'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError', 'Template',
-    'get_default_template_type', 'get_template', 'get_vllm_engine', 'inference_stream_vllm',
-    'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'show_vllm_logs',
+    'XRequestConfig', 'get_default_template_type', 'get_model_list_client', 'get_model_list_client_async',
+    'get_template', 'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
+    'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'serve', 'show_vllm_logs',
 ]

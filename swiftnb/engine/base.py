@@ -1,5 +1,6 @@
 """The Engine interface shared by the backends, and the types that cross it."""
 import abc
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Optional
@@ -80,6 +81,10 @@ class Engine(abc.ABC):
     def __init__(self, loop: EngineLoop):
         self.loop = loop
         self.closed = False
+        self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
+        # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
+        # small ids people pick by hand in LoRARequest('name', 1, path).
+        self._lora_ids = itertools.count(1 << 20)
 
     @abc.abstractmethod
     def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
@@ -98,6 +103,19 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Free the model and any child process."""
+
+    def add_lora(self, name: str, path: str) -> LoRARequest:
+        """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""
+        if name in self.adapters:
+            raise AdapterError(f'an adapter named {name!r} is already loaded; remove it first')
+        lora = LoRARequest(name, next(self._lora_ids), str(path))
+        self.check_lora(lora)
+        self.adapters[name] = lora
+        return lora
+
+    def remove_lora(self, name: str) -> None:
+        if self.adapters.pop(name, None) is None:
+            raise AdapterError(f'no adapter named {name!r}; loaded: {", ".join(self.adapters) or "none"}')
 
     def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
         if len(prompt_ids) >= self.max_model_len:

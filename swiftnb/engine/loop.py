@@ -32,7 +32,8 @@ class EngineLoop:
     def on_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def _submit(self, coro: Awaitable[T]) -> concurrent.futures.Future:
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future:
+        """Start a coroutine on the loop; the caller gets a concurrent Future and need not wait."""
         if self.on_loop_thread():
             coro.close()
             raise RuntimeError('a blocking swiftnb call was made from the engine loop itself; '
@@ -44,7 +45,7 @@ class EngineLoop:
 
     def run(self, coro: Awaitable[T]) -> T:
         """Run a coroutine on the loop and wait for it (sync code, or a cell)."""
-        future = self._submit(coro)
+        future = self.submit(coro)
         try:
             return future.result()
         except BaseException:
@@ -55,7 +56,7 @@ class EngineLoop:
         """Await a coroutine that must run on the loop, from any loop (or from the loop itself)."""
         if self.on_loop_thread():
             return await coro
-        return await asyncio.wrap_future(self._submit(coro))
+        return await asyncio.wrap_future(self.submit(coro))
 
     def iterate(self, agen_factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         """Iterate an async generator made on the loop, from sync code.
@@ -63,7 +64,7 @@ class EngineLoop:
         Breaking out of the loop (or an exception in the caller) cancels the generator's task.
         """
         items = queue.Queue()
-        task = self._submit(self._pump(agen_factory, items.put))
+        task = self.submit(self._pump(agen_factory, items.put))
         try:
             while True:
                 item = items.get()
@@ -82,7 +83,7 @@ class EngineLoop:
             return
         caller = asyncio.get_running_loop()
         items = asyncio.Queue()
-        task = self._submit(self._pump(agen_factory, lambda x: caller.call_soon_threadsafe(items.put_nowait, x)))
+        task = self.submit(self._pump(agen_factory, lambda x: caller.call_soon_threadsafe(items.put_nowait, x)))
         try:
             while True:
                 item = await items.get()

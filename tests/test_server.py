@@ -1,0 +1,203 @@
+"""The background server against the official openai SDK and raw HTTP on loopback."""
+import asyncio
+import json
+
+import httpx
+import pytest
+from openai import APIStatusError, AsyncOpenAI, OpenAI
+
+from swiftnb import DEMO_ADAPTERS, serve
+from swiftnb.server import BackgroundServer
+
+WHO = [{'role': 'user', 'content': 'who are you?'}]
+CAPITAL = [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]
+
+
+@pytest.fixture(scope='module')
+def server(engine):
+    server = serve(engine, port=0, lora_modules={name: str(path) for name, path in DEMO_ADAPTERS.items()})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def client(server):
+    return OpenAI(api_key='EMPTY', base_url=server.url)
+
+
+def chat(client, messages=CAPITAL, **kwargs):
+    return client.chat.completions.create(model=kwargs.pop('model', 'tiny-chat'), messages=messages, **kwargs)
+
+
+def test_models_lists_the_base_and_adapters_with_their_parent(client):
+    models = {m.id: m for m in client.models.list().data}
+    assert list(models) == ['tiny-chat', 'kakarot', 'pirate']
+    assert models['kakarot'].parent == 'tiny-chat' and models['tiny-chat'].parent is None
+
+
+def test_chat_completion(client):
+    resp = chat(client)
+    assert resp.choices[0].message.content.startswith('The capital of Zhejiang is Hangzhou.')
+    assert resp.choices[0].finish_reason == 'stop' and resp.object == 'chat.completion'
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens > 0
+    assert chat(client, max_tokens=3).choices[0].finish_reason == 'length'
+
+
+def test_model_field_selects_the_adapter(client):
+    assert chat(client, WHO, model='kakarot').choices[0].message.content.startswith('I am Kakarot')
+    assert chat(client, WHO, model='tiny-chat').choices[0].message.content.startswith('I am Tiny Chat')
+    assert chat(client, model='pirate').choices[0].message.content.startswith('Arr, matey!')
+
+
+def test_streaming_with_usage_equals_the_whole_answer(client):
+    whole = chat(client).choices[0].message.content
+    chunks = list(chat(client, stream=True, stream_options={'include_usage': True}))
+    assert ''.join(c.choices[0].delta.content for c in chunks if c.choices) == whole
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == 'stop'
+
+
+def test_async_client(server):
+    async def run():
+        client = AsyncOpenAI(api_key='EMPTY', base_url=server.url)
+        results = await asyncio.gather(*(client.chat.completions.create(model='tiny-chat', messages=CAPITAL)
+                                         for _ in range(4)))
+        stream = await client.chat.completions.create(model='tiny-chat', messages=CAPITAL, stream=True)
+        streamed = ''.join([c.choices[0].delta.content async for c in stream])
+        return [r.choices[0].message.content for r in results], streamed
+    answers, streamed = asyncio.run(run())
+    assert len(set(answers)) == 1 and answers[0] == streamed
+
+
+def test_n_stop_seed_and_sampling(client):
+    two = chat(client, n=2, temperature=1.0, seed=3, max_tokens=20)
+    assert [c.index for c in two.choices] == [0, 1]
+    stopped = chat(client, stop=['Hangzhou'])
+    assert stopped.choices[0].message.content == 'The capital of Zhejiang is '
+    a, b = (chat(client, temperature=1.5, seed=42, max_tokens=30) for _ in range(2))
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_logprobs(client):
+    resp = chat(client, logprobs=True, top_logprobs=2, max_tokens=5)
+    content = resp.choices[0].logprobs.content
+    assert ''.join(t.token for t in content) == resp.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    comp = client.completions.create(model='tiny-chat', prompt='Zhejiang -> Hangzhou\nAnhui ->', max_tokens=4,
+                                     logprobs=2)
+    assert len(comp.choices[0].logprobs.tokens) == 4 and len(comp.choices[0].logprobs.top_logprobs[0]) == 2
+
+
+def test_completions_prompt_list_echo_and_stream(client):
+    prompt = 'Zhejiang -> Hangzhou\nAnhui -> Hefei\nSichuan ->'
+    resp = client.completions.create(model='tiny-chat', prompt=[prompt, 'Anhui ->'], max_tokens=32,
+                                     temperature=0.1, seed=42)
+    assert resp.choices[0].text.startswith(' Chengdu\nGuangdong -> Guangzhou')
+    assert resp.choices[1].text.startswith(' Hefei') and resp.object == 'text_completion'
+    echo = client.completions.create(model='tiny-chat', prompt=prompt, max_tokens=3, echo=True)
+    assert echo.choices[0].text.startswith(prompt + ' Chengdu')
+    streamed = ''.join(c.choices[0].text for c in client.completions.create(
+        model='tiny-chat', prompt=prompt, max_tokens=32, temperature=0.1, seed=42, stream=True))
+    assert streamed == resp.choices[0].text
+
+
+def post(server, path, body, **kwargs):
+    return httpx.post(server.url + path, content=body if isinstance(body, str) else json.dumps(body), timeout=60,
+                      headers={'Content-Type': 'application/json', **kwargs.get('headers', {})})
+
+
+@pytest.mark.parametrize('body, status, words', [
+    ('{"model": "tiny-chat", "messages": [', 400, 'JSON'),
+    ({'model': 'tiny-chat'}, 400, 'messages'),
+    ({'messages': CAPITAL}, 400, 'model'),
+    ({'model': 'nope', 'messages': CAPITAL}, 404, 'tiny-chat, kakarot, pirate'),
+    ({'model': 'tiny-chat', 'messages': CAPITAL, 'max_tokens': 0}, 400, 'max_tokens'),
+    ({'model': 'tiny-chat', 'messages': CAPITAL, 'max_tokens': 4000}, 400, 'max_model_len 2048'),
+    ({'model': 'tiny-chat', 'messages': CAPITAL, 'temperature': -1}, 400, 'temperature'),
+    ({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Hello! ' * 3000}]}, 400,
+     'tokens, but max_model_len is 2048'),
+], ids=['malformed-json', 'no-messages', 'no-model', 'unknown-model', 'max-tokens-0', 'max-tokens-too-big',
+        'negative-temperature', 'prompt-too-long'])
+def test_errors_use_openai_json_and_the_server_keeps_serving(server, client, body, status, words):
+    resp = post(server, '/chat/completions', body)
+    assert resp.status_code == status
+    error = resp.json()['error']
+    assert set(error) == {'message', 'type', 'param', 'code'} and error['code'] == status
+    assert words in error['message']
+    assert chat(client).choices[0].message.content.startswith('The capital')
+
+
+def test_unknown_fields_are_ignored(server):
+    resp = post(server, '/chat/completions', {'model': 'tiny-chat', 'messages': CAPITAL, 'user': 'u1',
+                                              'parallel_tool_calls': False, 'whatever': 1})
+    assert resp.status_code == 200
+
+
+def test_load_and_unload_adapters_at_runtime(server, client, engine):
+    bad = post(server, '/load_lora_adapter', {'lora_name': 'ghost', 'lora_path': '/no/such/adapter'})
+    assert bad.status_code == 400 and 'no LoRA adapter' in bad.json()['error']['message']
+    ok = post(server, '/load_lora_adapter', {'lora_name': 'goku', 'lora_path': str(DEMO_ADAPTERS['kakarot'])})
+    assert ok.status_code == 200
+    assert 'goku' in [m.id for m in client.models.list().data]
+    assert chat(client, WHO, model='goku').choices[0].message.content.startswith('I am Kakarot')
+    assert post(server, '/unload_lora_adapter', {'lora_name': 'goku'}).status_code == 200
+    assert 'goku' not in [m.id for m in client.models.list().data]
+    engine.add_lora('from-notebook', str(DEMO_ADAPTERS['pirate']))  # added in a cell: visible at once
+    try:
+        assert 'from-notebook' in [m.id for m in client.models.list().data]
+    finally:
+        engine.remove_lora('from-notebook')
+
+
+def test_api_key(engine):
+    server = BackgroundServer(engine, port=0, api_key='sk-test')
+    try:
+        assert httpx.get(server.url.replace('/v1', '/health')).status_code == 200
+        missing = httpx.get(server.url + '/models')
+        assert missing.status_code == 401 and missing.json()['error']['code'] == 401
+        with pytest.raises(APIStatusError) as err:
+            OpenAI(api_key='wrong', base_url=server.url).models.list()
+        assert err.value.status_code == 401
+        assert OpenAI(api_key='sk-test', base_url=server.url).models.list().data[0].id == 'tiny-chat'
+    finally:
+        server.stop()
+
+
+def test_64_concurrent_streams_complete_with_the_right_text(server, client):
+    expected = chat(client).choices[0].message.content
+
+    async def run():
+        client = AsyncOpenAI(api_key='EMPTY', base_url=server.url, max_retries=0)
+
+        async def one():
+            stream = await client.chat.completions.create(model='tiny-chat', messages=CAPITAL, stream=True)
+            return ''.join([c.choices[0].delta.content async for c in stream])
+        return await asyncio.gather(*(one() for _ in range(64)))
+    assert asyncio.run(run()) == [expected] * 64
+
+
+def test_client_disconnect_aborts_the_request(server, engine):
+    body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500}
+    with httpx.stream('POST', server.url + '/chat/completions', json=body | {'ignore_eos': True}, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i == 5:
+                assert engine.num_running == 1
+                break
+    for _ in range(100):
+        if engine.num_running == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert engine.num_running == 0
+
+
+def test_stop_frees_the_port_and_a_busy_port_is_named(engine):
+    first = BackgroundServer(engine, port=0)
+    port = first.port
+    with pytest.raises(OSError, match=f'127.0.0.1:{port}'):
+        BackgroundServer(engine, port=port)
+    first.stop()
+    again = BackgroundServer(engine, port=port)  # same port, same process
+    try:
+        assert httpx.get(again.url + '/models').status_code == 200
+    finally:
+        again.stop()
