@@ -104,3 +104,25 @@ def _download(hub_id: str) -> str:
             f'model {hub_id!r} is not on disk and could not be downloaded from the hub '
             f'({type(e).__name__}). Download it elsewhere and pass model_id_or_path="/path/to/model", '
             'or leave the model out to use the embedded demo model tiny-chat.') from None
+
+
+def resolve_checkpoint(ckpt_dir: str) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(model_type, model_id_or_path, lora_path) for a training checkpoint.
+
+    A LoRA checkpoint (adapter_config.json) loads its base model, named in the adapter's config, and
+    the adapter; a merged or full checkpoint loads as a model directory.
+    """
+    import json
+    path = Path(ckpt_dir).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(f'checkpoint directory {ckpt_dir!r} does not exist')
+    adapter_config = path / 'adapter_config.json'
+    if not adapter_config.is_file():
+        return None, str(path.resolve()), None
+    base = json.loads(adapter_config.read_text()).get('base_model_name_or_path')
+    if not base:
+        raise ModelNotFoundError(f'the LoRA checkpoint {ckpt_dir!r} does not name its base model '
+                                 '(base_model_name_or_path in adapter_config.json)')
+    if base in MODELS:
+        return base, None, str(path.resolve())
+    return None, base, str(path.resolve())
