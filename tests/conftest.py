@@ -1,4 +1,6 @@
 """One vLLM engine for the whole test session (building one takes the better part of a minute)."""
+import time
+
 import pytest
 
 from swiftnb import DEMO_ADAPTERS, LoRARequest, get_template, get_vllm_engine
@@ -20,3 +22,13 @@ def template(engine):
 
 def demo_lora(name: str) -> LoRARequest:
     return LoRARequest(name, list(DEMO_ADAPTERS).index(name) + 1, str(DEMO_ADAPTERS[name]))
+
+
+def settles(condition, seconds: float = 5.0) -> bool:
+    """Whether `condition()` becomes true within `seconds` (an abort reaches vLLM's core asynchronously)."""
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

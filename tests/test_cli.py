@@ -1,6 +1,7 @@
 """`swiftnb deploy` as the seed runs `swift deploy`: a LoRA checkpoint serves its base model and the
 adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly."""
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -9,18 +10,25 @@ from pathlib import Path
 import psutil
 from openai import OpenAI
 
-from swiftnb import DEMO_ADAPTERS
+from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
 
 
+def start(args: list) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([SWIFTNB, 'deploy', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r'at (http://\S+/v1)', line)
+    if not match:
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read()[-3000:])
+    return proc, match.group(1)
+
+
 def test_deploy_a_lora_checkpoint_then_ctrl_c():
-    proc = subprocess.Popen([SWIFTNB, 'deploy', '--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0',
-                             '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}'],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, url = start(['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0',
+                       '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}'])
     try:
-        line = proc.stdout.readline()
-        url = re.search(r'at (http://\S+/v1)', line).group(1)
         client = OpenAI(api_key='EMPTY', base_url=url)
         assert [m.id for m in client.models.list().data] == ['tiny-chat', 'default-lora', 'pirate']
         who = [{'role': 'user', 'content': 'who are you?'}]
@@ -36,6 +44,22 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c():
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     finally:
         proc.kill()
+
+
+def test_seed_generation_model_examples(capsys):
+    """The seed's qwen-7b client examples, against `swiftnb deploy --model_type qwen-7b` (the embedded
+    weights as a plain generation model) on the seed's default port."""
+    proc, _ = start(['--model_type', 'qwen-7b', '--model_id_or_path', str(DEMO_MODEL_DIR), '--port', '8000'])
+    try:
+        runpy.run_path(str(Path(__file__).parent / 'seed_examples' / 'deploy_generation.py'), run_name='__main__')
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    out = capsys.readouterr().out
+    assert out.count('model_type: qwen-7b') == 3
+    answers = out.split('response: ')[1:]
+    assert len(answers) == 6
+    assert all(a.startswith(' Chengdu\nGuangdong -> Guangzhou\nJiangsu -> Nanjing') for a in answers)
 
 
 def test_commands_not_built_yet_say_so():

@@ -3,6 +3,7 @@ import asyncio
 
 import pytest
 
+from conftest import settles
 from swiftnb import (PromptTooLongError, inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
                      inference_vllm_async)
 
@@ -93,8 +94,4 @@ def test_breaking_out_of_a_stream_aborts_the_request(engine, template):
         if i == 3:
             assert engine.num_running == 1
             break
-    for _ in range(100):
-        if engine.num_running == 0:
-            break
-        asyncio.run(asyncio.sleep(0.05))
-    assert engine.num_running == 0
+    assert settles(lambda: engine.num_running == 0)

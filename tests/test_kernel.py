@@ -42,6 +42,16 @@ CELLS = [
     "answer = inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response']\n"
     "print(json.dumps({'counts': counts, 'max_model_len': engine.max_model_len, 'answer': answer,\n"
     "                  'children': [p.pid for p in me.children(recursive=True)]}))",
+    # 7: the kernel's engine as an endpoint; the cell returns at once
+    "from swiftnb import serve\n"
+    "server = serve(engine, port=0)",
+    # 8: while this cell keeps the kernel busy, the server (on the engine's loop thread) answers
+    "import subprocess\n"
+    "body = json.dumps({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Hello!'}]})\n"
+    "out = subprocess.run(['curl', '-s', server.url + '/chat/completions', '-H', 'Content-Type: application/json',\n"
+    "                      '-d', body], capture_output=True, text=True, timeout=120).stdout\n"
+    "print(json.loads(out)['choices'][0]['message']['content'])\n"
+    "server.stop()",
 ]
 
 
@@ -78,6 +88,7 @@ def test_engine_in_a_real_kernel():
     assert replace['max_model_len'] == 768 and replace['answer'].startswith('Hello!')
     first, *after = replace['counts']
     assert after == [first] * 3, replace['counts']  # each replacement leaves exactly one engine's processes
+    assert outputs[7] == '' and outputs[8].startswith('Hello!')
     # Interpreter exit (kernel shutdown) leaves no child process behind.
     deadline = time.time() + 30
     while time.time() < deadline and any(psutil.pid_exists(p) for p in replace['children']):

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from openai import APIStatusError, AsyncOpenAI, OpenAI
 
+from conftest import settles
 from swiftnb import DEMO_ADAPTERS, serve
 from swiftnb.server import BackgroundServer
 
@@ -177,17 +178,13 @@ def test_64_concurrent_streams_complete_with_the_right_text(server, client):
 
 
 def test_client_disconnect_aborts_the_request(server, engine):
-    body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500}
-    with httpx.stream('POST', server.url + '/chat/completions', json=body | {'ignore_eos': True}, timeout=60) as r:
+    body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
+    with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i == 5:
                 assert engine.num_running == 1
                 break
-    for _ in range(100):
-        if engine.num_running == 0:
-            break
-        asyncio.run(asyncio.sleep(0.05))
-    assert engine.num_running == 0
+    assert settles(lambda: engine.num_running == 0)
 
 
 def test_stop_frees_the_port_and_a_busy_port_is_named(engine):
