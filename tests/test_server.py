@@ -19,6 +19,8 @@ def server(engine):
     server = serve(engine, port=0, lora_modules={name: str(path) for name, path in DEMO_ADAPTERS.items()})
     yield server
     server.stop()
+    for name in DEMO_ADAPTERS:  # the session's engine is shared: leave it as we found it
+        engine.remove_lora(name)
 
 
 @pytest.fixture(scope='module')
@@ -198,3 +200,16 @@ def test_stop_frees_the_port_and_a_busy_port_is_named(engine):
         assert httpx.get(again.url + '/models').status_code == 200
     finally:
         again.stop()
+
+
+def test_text_parts_max_completion_tokens_and_raw_sse(server, client):
+    parts = [{'role': 'user', 'content': [{'type': 'text', 'text': 'Where is the capital '},
+                                          {'type': 'text', 'text': 'of Zhejiang?'}]}]
+    assert chat(client, parts).choices[0].message.content == chat(client).choices[0].message.content
+    short = chat(client, max_completion_tokens=2)
+    assert short.usage.completion_tokens == 2 and short.choices[0].finish_reason == 'length'
+    body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 4}
+    with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as resp:
+        assert resp.headers['content-type'].startswith('text/event-stream')
+        events = [line for line in resp.iter_lines() if line]
+    assert all(e.startswith('data: ') for e in events) and events[-1] == 'data: [DONE]'

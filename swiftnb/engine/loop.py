@@ -15,9 +15,18 @@ T = TypeVar('T')
 _END = object()
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (vLLM brings it; its own server runs on it): less overhead per token."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class EngineLoop:
     def __init__(self, name: str = 'swiftnb-engine-loop'):
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 

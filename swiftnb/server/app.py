@@ -5,7 +5,6 @@ The app runs on the engine's own loop (see background.py), so handlers iterate
 OpenAI's JSON with the status codes vLLM's server gives.
 """
 import asyncio
-import json
 import time
 import uuid
 from http import HTTPStatus
@@ -145,6 +144,10 @@ class _Run:
 
     async def deltas(self) -> AsyncIterator[tuple[int, Delta]]:
         """(choice index, delta) from every prompt at once; leaving early aborts them all."""
+        if len(self.prompts) == 1:  # the common case: no merging needed
+            async for delta in self.engine.stream(self.prompts[0], self.config, self.lora):
+                yield delta.index, delta
+            return
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
 
@@ -190,7 +193,7 @@ class _Run:
         return ChatCompletion(id=f'chatcmpl-{self.id}', object='chat.completion', created=self.created,
                               model=self.body.model, choices=choices, usage=self.usage(completions)).model_dump()
 
-    async def chat_chunks(self) -> AsyncIterator[dict]:
+    async def chat_chunks(self) -> AsyncIterator[str]:
         completions = [Completion(index=i) for i in range(self.n)]
         for i in range(self.n):
             yield self.chat_chunk({'index': i, 'delta': {'role': 'assistant', 'content': ''}})
@@ -202,10 +205,10 @@ class _Run:
         if self.body.include_usage:
             yield self.chat_chunk(None, usage=self.usage(completions))
 
-    def chat_chunk(self, choice: Optional[dict], usage=None) -> dict:
+    def chat_chunk(self, choice: Optional[dict], usage=None) -> str:
         return ChatCompletionChunk(id=f'chatcmpl-{self.id}', object='chat.completion.chunk', created=self.created,
                                    model=self.body.model, choices=[choice] if choice else [],
-                                   usage=usage).model_dump(exclude_none=True)
+                                   usage=usage).model_dump_json(exclude_none=True)
 
     def chat_logprobs(self, token_ids, logprobs) -> Optional[dict]:
         if self.config.logprobs is None or not logprobs:
@@ -226,7 +229,7 @@ class _Run:
         return OpenAICompletion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
                                 model=self.body.model, choices=choices, usage=self.usage(completions)).model_dump()
 
-    async def completion_chunks(self) -> AsyncIterator[dict]:
+    async def completion_chunks(self) -> AsyncIterator[str]:
         completions = [Completion(index=i) for i in range(len(self.prompts) * self.n)]
         echoed = set()
         async for index, delta in self.deltas():
@@ -238,9 +241,12 @@ class _Run:
         if self.body.include_usage:
             yield self.completion_chunk([], usage=self.usage(completions))
 
-    def completion_chunk(self, choices, usage=None) -> dict:
+    def completion_chunk(self, choices, usage=None) -> str:
+        # The choices are built with model_construct: a stream chunk's finish_reason is null until the
+        # end, which CompletionChoice does not allow; warnings=False keeps pydantic quiet about it.
         return OpenAICompletion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
-                                model=self.body.model, choices=choices, usage=usage).model_dump(exclude_none=True)
+                                model=self.body.model, choices=choices,
+                                usage=usage).model_dump_json(exclude_none=True, warnings=False)
 
     def completion_choice(self, index, text, finish_reason, token_ids, logprobs) -> CompletionChoice:
         lp = None
@@ -268,9 +274,10 @@ def _finish(reason: Optional[str]) -> Optional[str]:
     return 'stop' if reason == 'abort' else reason  # OpenAI knows no 'abort'
 
 
-def _sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
+def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events of JSON chunks, ending with [DONE] as OpenAI's API does."""
     async def events():
         async for chunk in chunks:
-            yield f'data: {json.dumps(chunk)}\n\n'
+            yield f'data: {chunk}\n\n'
         yield 'data: [DONE]\n\n'
     return StreamingResponse(events(), media_type='text/event-stream')
