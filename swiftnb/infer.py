@@ -5,12 +5,12 @@ engine's loop; the four public forms only bridge to it (engine.loop.run,
 .iterate, .run_async, .aiterate). They take an engine of either backend.
 All requests of a call go to the engine at once, so it batches them.
 """
-import asyncio
 import time
 from typing import AsyncIterator, Iterator, Optional, Union
 
 from swiftnb.config import GenerationConfig
 from swiftnb.engine.base import Completion, Engine, LoRARequest
+from swiftnb.engine.merge import merge
 from swiftnb.template import Template
 
 
@@ -55,36 +55,37 @@ def _record(generation_info: Optional[dict], prompts, completions, start: float)
         'tokens/s': generated / runtime if runtime else 0.0})
 
 
-async def _run_one(engine, prompt_ids, config, lora, completion: Optional[Completion] = None,
-                   changed=lambda: None) -> Completion:
-    completion = Completion() if completion is None else completion
-    try:
-        async for delta in engine.stream(prompt_ids, config, lora):
+async def _generate(engine, prompts, config, lora) -> AsyncIterator[list[Completion]]:
+    """All requests at once; yields their Completions each time any of them grew."""
+    completions = [Completion() for _ in prompts]
+    async for batch in merge([engine.stream(p, config, lora) for p in prompts]):
+        for i, delta in batch:
             if delta.index == 0:  # with n > 1 the seed's API reports the first choice
-                completion.add(delta)
-                changed()
-    finally:
-        changed()  # wake a streaming consumer when this request ends, however it ends
-    return completion
+                completions[i].add(delta)
+        yield completions
+
+
+def _prepare(engine, template, request_list, generation_config, lora_request):
+    config = _generation_config(engine, generation_config)
+    prompts = _prompts(engine, template, request_list)
+    engine.check_lora(lora_request)
+    return config, prompts
 
 
 async def _batch(engine, template, request_list, generation_config, generation_info, lora_request, use_tqdm):
     if not request_list:
         return []
-    config = _generation_config(engine, generation_config)
-    prompts = _prompts(engine, template, request_list)
-    engine.check_lora(lora_request)
+    config, prompts = _prepare(engine, template, request_list, generation_config, lora_request)
     start = time.perf_counter()
-    tasks = [asyncio.ensure_future(_run_one(engine, p, config, lora_request)) for p in prompts]
-    try:
-        if use_tqdm:
-            from tqdm.auto import tqdm
-            for task in tqdm(asyncio.as_completed(tasks), total=len(tasks)):
-                await task
-        completions = await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()  # on error or interrupt, abort whatever still runs
+    progress = None
+    if use_tqdm:
+        from tqdm.auto import tqdm
+        progress = tqdm(total=len(prompts))
+    async for completions in _generate(engine, prompts, config, lora_request):
+        if progress is not None:
+            progress.update(sum(c.finish_reason is not None for c in completions) - progress.n)
+    if progress is not None:
+        progress.close()
     _record(generation_info, prompts, completions, start)
     return _results(request_list, completions)
 
@@ -92,29 +93,11 @@ async def _batch(engine, template, request_list, generation_config, generation_i
 async def _stream(engine, template, request_list, generation_config, generation_info, lora_request):
     if not request_list:
         return
-    config = _generation_config(engine, generation_config)
-    prompts = _prompts(engine, template, request_list)
-    engine.check_lora(lora_request)
+    config, prompts = _prepare(engine, template, request_list, generation_config, lora_request)
     start = time.perf_counter()
-    changed = asyncio.Event()
-    # Each request fills its own Completion; this generator yields whenever any of them grew, so
-    # tokens that arrive together reach the caller as one update.
-    live = [Completion() for _ in prompts]
-    tasks = [asyncio.ensure_future(_run_one(engine, p, config, lora_request, c, changed.set))
-             for p, c in zip(prompts, live)]
-    try:
-        while not all(t.done() for t in tasks):
-            await changed.wait()
-            changed.clear()
-            for task in tasks:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()
-            yield _results(request_list, live)
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-    _record(generation_info, prompts, live, start)
+    async for completions in _generate(engine, prompts, config, lora_request):
+        yield _results(request_list, completions)
+    _record(generation_info, prompts, completions, start)
 
 
 GenerationConfigLike = Union[GenerationConfig, dict, None]

@@ -75,7 +75,8 @@ class VllmEngine(Engine):
         self.check_prompt(prompt_ids)
         params = to_vllm(config, self.fit_max_tokens(prompt_ids, config.max_new_tokens))
         vllm_lora = self._vllm_lora(lora)
-        gate = self._gate.hold(lora.lora_name if lora else None) if self._gate else contextlib.nullcontext()
+        # vLLM tells adapters apart by their id, so the gate groups requests by id too.
+        gate = self._gate.hold(lora.lora_int_id if lora else None) if self._gate else contextlib.nullcontext()
         async with gate:
             generator = self.llm.generate({'prompt_token_ids': prompt_ids}, params, request_id or self.new_request_id(),
                                           lora_request=vllm_lora)

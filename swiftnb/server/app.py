@@ -4,7 +4,6 @@ The app runs on the engine's own loop (see background.py), so handlers iterate
 `engine.stream` directly. Responses are the `openai` package's types; errors are
 OpenAI's JSON with the status codes vLLM's server gives.
 """
-import asyncio
 import time
 import uuid
 from http import HTTPStatus
@@ -20,6 +19,7 @@ from openai.types.completion_choice import Logprobs as CompletionLogprobs
 from pydantic import ValidationError
 
 from swiftnb.engine.base import Completion, Delta, Engine, LoRARequest
+from swiftnb.engine.merge import merge
 from swiftnb.server import protocol
 from swiftnb.template import Template
 
@@ -144,34 +144,9 @@ class _Run:
 
     async def deltas(self) -> AsyncIterator[tuple[int, Delta]]:
         """(choice index, delta) from every prompt at once; leaving early aborts them all."""
-        if len(self.prompts) == 1:  # the common case: no merging needed
-            async for delta in self.engine.stream(self.prompts[0], self.config, self.lora):
-                yield delta.index, delta
-            return
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-
-        async def pump(i, ids):
-            try:
-                async for delta in self.engine.stream(ids, self.config, self.lora):
-                    queue.put_nowait((i * self.n + delta.index, delta))
-            finally:
-                queue.put_nowait(done)
-
-        tasks = [asyncio.ensure_future(pump(i, ids)) for i, ids in enumerate(self.prompts)]
-        try:
-            remaining = len(tasks)
-            while remaining:
-                item = await queue.get()
-                if item is done:
-                    remaining -= 1
-                    continue
-                yield item
-            for task in tasks:
-                task.result()  # surface an engine error
-        finally:
-            for task in tasks:
-                task.cancel()
+        async for batch in merge([self.engine.stream(ids, self.config, self.lora) for ids in self.prompts]):
+            for i, delta in batch:
+                yield i * self.n + delta.index, delta
 
     async def collect(self) -> list[Completion]:
         completions = [Completion(index=i) for i in range(len(self.prompts) * self.n)]
