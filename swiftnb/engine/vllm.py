@@ -24,6 +24,7 @@ class VllmEngine(Engine):
         super().__init__(EngineLoop())
         self.model_type, self.model_dir = model_type, model_dir
         self.enable_lora, self.max_lora_rank = enable_lora, max_lora_rank
+        self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
         logs.prepare_vllm_env()
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -61,12 +62,14 @@ class VllmEngine(Engine):
     def _vllm_lora(self, lora: Optional[LoRARequest]):
         if lora is None:
             return None
-        if not self.enable_lora:
-            raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
-                               'LoRA support; create it with enable_lora=True')
-        check_adapter(lora.lora_path, self.max_lora_rank)
-        from vllm.lora.request import LoRARequest as VllmLoRARequest
-        return VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
+        if lora not in self._vllm_loras:  # check an adapter (and read its config file) once, not per request
+            if not self.enable_lora:
+                raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
+                                   'LoRA support; create it with enable_lora=True')
+            check_adapter(lora.lora_path, self.max_lora_rank)
+            from vllm.lora.request import LoRARequest as VllmLoRARequest
+            self._vllm_loras[lora] = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
+        return self._vllm_loras[lora]
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None) -> AsyncIterator[Delta]:

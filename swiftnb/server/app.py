@@ -155,9 +155,8 @@ class _Run:
             completions[index].add(delta)
         return completions
 
-    def usage(self, completions) -> CompletionUsage:
+    def usage(self, generated: int) -> CompletionUsage:
         prompt = sum(len(p) for p in self.prompts)
-        generated = sum(len(c.token_ids) for c in completions)
         return CompletionUsage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated)
 
     # chat ---------------------------------------------------------------------------------------
@@ -167,19 +166,20 @@ class _Run:
                     'finish_reason': _finish(c.finish_reason),
                     'logprobs': self.chat_logprobs(c.token_ids, c.logprobs)} for c in completions]
         return ChatCompletion(id=f'chatcmpl-{self.id}', object='chat.completion', created=self.created,
-                              model=self.body.model, choices=choices, usage=self.usage(completions)).model_dump()
+                              model=self.body.model, choices=choices,
+                              usage=self.usage(_generated(completions))).model_dump()
 
     async def chat_chunks(self) -> AsyncIterator[str]:
-        completions = [Completion(index=i) for i in range(self.n)]
+        generated = 0
         for i in range(self.n):
             yield self.chat_chunk({'index': i, 'delta': {'role': 'assistant', 'content': ''}})
         async for index, delta in self.deltas():
-            completions[index].add(delta)
+            generated += len(delta.token_ids)
             yield self.chat_chunk({'index': index, 'delta': {'content': delta.text},
                                    'finish_reason': _finish(delta.finish_reason),
                                    'logprobs': self.chat_logprobs(delta.token_ids, delta.logprobs)})
         if self.body.include_usage:
-            yield self.chat_chunk(None, usage=self.usage(completions))
+            yield self.chat_chunk(None, usage=self.usage(generated))
 
     def chat_chunk(self, choice: Optional[dict], usage=None) -> str:
         return ChatCompletionChunk(id=f'chatcmpl-{self.id}', object='chat.completion.chunk', created=self.created,
@@ -191,11 +191,14 @@ class _Run:
             return None
         content = []
         for token_id, top in zip(token_ids, logprobs):
-            token = self._token(token_id)
-            content.append({'token': token, 'bytes': list(token.encode()), 'logprob': top[token_id],
-                            'top_logprobs': [{'token': self._token(t), 'bytes': list(self._token(t).encode()),
-                                              'logprob': lp} for t, lp in _top(top, self.config.logprobs)]})
+            entry = self._chat_logprob(token_id, top[token_id])
+            entry['top_logprobs'] = [self._chat_logprob(t, lp) for t, lp in _top(top, self.config.logprobs)]
+            content.append(entry)
         return {'content': content}
+
+    def _chat_logprob(self, token_id: int, logprob: float) -> dict:
+        token = self._token(token_id)
+        return {'token': token, 'bytes': list(token.encode()), 'logprob': logprob}
 
     # completions --------------------------------------------------------------------------------
     async def completion_response(self) -> dict:
@@ -203,19 +206,19 @@ class _Run:
         choices = [self.completion_choice(c.index, self._echo(c.index) + c.text, c.finish_reason,
                                           c.token_ids, c.logprobs) for c in completions]
         return OpenAICompletion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
-                                model=self.body.model, choices=choices, usage=self.usage(completions)).model_dump()
+                                model=self.body.model, choices=choices,
+                                usage=self.usage(_generated(completions))).model_dump()
 
     async def completion_chunks(self) -> AsyncIterator[str]:
-        completions = [Completion(index=i) for i in range(len(self.prompts) * self.n)]
-        echoed = set()
+        generated, echoed = 0, set()
         async for index, delta in self.deltas():
-            completions[index].add(delta)
+            generated += len(delta.token_ids)
             text = delta.text if index in echoed else self._echo(index) + delta.text
             echoed.add(index)
             choice = self.completion_choice(index, text, delta.finish_reason, delta.token_ids, delta.logprobs)
             yield self.completion_chunk([choice])
         if self.body.include_usage:
-            yield self.completion_chunk([], usage=self.usage(completions))
+            yield self.completion_chunk([], usage=self.usage(generated))
 
     def completion_chunk(self, choices, usage=None) -> str:
         # The choices are built with model_construct: a stream chunk's finish_reason is null until the
@@ -240,6 +243,10 @@ class _Run:
 
     def _token(self, token_id: int) -> str:
         return self.engine.hf_tokenizer.decode([token_id])
+
+
+def _generated(completions: list[Completion]) -> int:
+    return sum(len(c.token_ids) for c in completions)
 
 
 def _top(logprobs: dict, k: int) -> list:
