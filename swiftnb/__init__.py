@@ -5,12 +5,14 @@ The seed's names work as they are; porting from ms-swift is a change of import:
     from swiftnb import (ModelType, get_vllm_engine, get_default_template_type,
                          get_template, inference_vllm, inference_stream_vllm)
 
-Importing swiftnb does not import vLLM; the first engine does.
+Importing swiftnb does not import vLLM; the first engine does. `get_pt_engine` (or
+`get_engine(infer_backend='pt')`) gives the transformers + peft backend, which
+every function here takes as well.
 """
 from swiftnb.client import (XRequestConfig, get_model_list_client, get_model_list_client_async, inference_client,
                             inference_client_async)
 from swiftnb.config import GenerationConfig
-from swiftnb.engine import Delta, Engine, LoRARequest, get_vllm_engine
+from swiftnb.engine import Delta, Engine, LoRARequest, get_engine, get_pt_engine, get_vllm_engine
 from swiftnb.engine.base import AdapterError, EngineClosedError, PromptTooLongError, SwiftnbError
 from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
                            inference_vllm_async)
@@ -26,6 +28,6 @@ __all__ = [
     'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError', 'GenerationConfig',
     'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError', 'Template',
     'XRequestConfig', 'get_default_template_type', 'get_model_list_client', 'get_model_list_client_async',
-    'get_template', 'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
+    'get_engine', 'get_pt_engine', 'get_template', 'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
     'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'serve', 'show_vllm_logs',
 ]

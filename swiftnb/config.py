@@ -49,6 +49,15 @@ class GenerationConfig(BaseModel):
         return cls(**fields)
 
 
+def hf_generation_config(model_dir: str):
+    """The model's generation_config.json as transformers reads it (None if it has none)."""
+    from transformers import GenerationConfig as HFGenerationConfig
+    try:
+        return HFGenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        return None
+
+
 def stop_list(config: GenerationConfig) -> list[str]:
     if config.stop is None:
         return []
@@ -74,3 +83,25 @@ def to_vllm(config: GenerationConfig, max_tokens: int, delta: bool = True):
         ignore_eos=config.ignore_eos,
         output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
     )
+
+
+def to_transformers(config: GenerationConfig, num_prompt_tokens: int):
+    """transformers logits processors for one pt-backend request, in the order vLLM applies the same
+    settings: penalties, then temperature, top-k, top-p (the warpers only when sampling)."""
+    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+    from swiftnb.engine.pt_sampling import OutputPenaltyLogitsProcessor
+    processors = LogitsProcessorList()
+    if config.repetition_penalty != 1.0:  # vLLM and transformers both count prompt and output tokens here
+        processors.append(RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty)))
+    if config.presence_penalty or config.frequency_penalty:
+        processors.append(OutputPenaltyLogitsProcessor(config.presence_penalty, config.frequency_penalty,
+                                                       num_prompt_tokens))
+    if not config.greedy:
+        if config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k > 0:
+            processors.append(TopKLogitsWarper(config.top_k))
+        if config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(config.top_p))
+    return processors

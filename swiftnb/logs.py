@@ -53,3 +53,18 @@ def quiet_fds():
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """While quiet, no 'Loading weights' progress bar from transformers (the pt backend's model load)."""
+    from transformers.utils import logging as hf_logging
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if _state['show'] or not was_enabled:
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()

@@ -1,9 +1,10 @@
-"""One vLLM engine for the whole test session (building one takes the better part of a minute)."""
+"""One vLLM engine for the whole test session (building one takes the better part of a minute),
+and one pt engine beside it for the tests that run on both backends."""
 import time
 
 import pytest
 
-from swiftnb import DEMO_ADAPTERS, LoRARequest, get_template, get_vllm_engine
+from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, get_vllm_engine
 
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
@@ -13,6 +14,22 @@ def engine():
     engine = get_vllm_engine(**SESSION_ENGINE_ARGS)
     yield engine
     engine.shutdown()
+
+
+@pytest.fixture(scope='session')
+def pt_engine():
+    # Built directly, not with get_pt_engine: the registry keeps one live engine per process, and the
+    # session's vLLM engine must stay live beside this one.
+    from swiftnb.engine.pt import PtEngine
+    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), enable_lora=True)
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture(params=['vllm', 'pt'])
+def any_engine(request, engine, pt_engine):
+    """Each backend in turn, for what must work the same on both."""
+    return engine if request.param == 'vllm' else pt_engine
 
 
 @pytest.fixture(scope='session')

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from swiftnb.engine.base import EngineClosedError
 from swiftnb.engine.loop import EngineLoop
 
 
@@ -86,5 +87,5 @@ def test_errors_cross_the_bridge(loop):
 def test_stopped_loop_gives_a_clear_error():
     engine_loop = EngineLoop()
     engine_loop.stop()
-    with pytest.raises(RuntimeError, match='stopped'):
+    with pytest.raises(EngineClosedError, match='shut down; create it again'):
         engine_loop.run(add(1, 1))

@@ -1,8 +1,10 @@
 """The Engine interface shared by the backends, and the types that cross it."""
 import abc
 import itertools
+import json
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from swiftnb.config import GenerationConfig
@@ -42,6 +44,19 @@ class LoRARequest:
             raise ValueError(f'LoRARequest id must be >= 1, got {self.lora_int_id}')
 
 
+def check_adapter(path: str, max_lora_rank: Optional[int] = None) -> dict:
+    """Read a peft adapter's config, with a clear error for what a backend would reject less clearly."""
+    config_file = Path(path) / 'adapter_config.json'
+    if not config_file.is_file():
+        raise AdapterError(f'no LoRA adapter at {path!r} (adapter_config.json not found)')
+    config = json.loads(config_file.read_text())
+    rank = config.get('r', 0)
+    if max_lora_rank is not None and rank > max_lora_rank:
+        raise AdapterError(f'adapter at {path!r} has rank {rank}, above this engine\'s max_lora_rank '
+                           f'{max_lora_rank}; create the engine with max_lora_rank={rank} or more')
+    return config
+
+
 @dataclass
 class Delta:
     """What one step of a request added to one of its `n` choices."""
@@ -77,6 +92,7 @@ class Engine(abc.ABC):
     hf_tokenizer: object
     generation_config: GenerationConfig
     max_model_len: int
+    enable_lora: bool = False
 
     def __init__(self, loop: EngineLoop):
         self.loop = loop
@@ -103,6 +119,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _close(self) -> None:
         """Free the model and any child process."""
+
+    def _read_adapter(self, lora: LoRARequest, max_lora_rank: Optional[int] = None) -> dict:
+        """Check that this engine takes adapters and that `lora` is one; its peft config."""
+        if not self.enable_lora:
+            raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
+                               'LoRA support; create it with enable_lora=True')
+        return check_adapter(lora.lora_path, max_lora_rank)
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
         """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""

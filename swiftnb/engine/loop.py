@@ -49,7 +49,8 @@ class EngineLoop:
                                'it would deadlock. Use the async form (await ..._async(...)) there.')
         if not self.running:
             coro.close()
-            raise RuntimeError('the engine loop has stopped; create the engine again')
+            from swiftnb.engine.base import EngineClosedError  # here: base imports this module
+            raise EngineClosedError('the engine was shut down; create it again')
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Awaitable[T]) -> T:

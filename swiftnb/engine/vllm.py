@@ -1,15 +1,13 @@
 """The vLLM backend: an AsyncLLM that lives on the EngineLoop thread."""
 import contextlib
 import gc
-import json
 import sys
-from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
-from swiftnb.config import GenerationConfig, to_vllm
+from swiftnb.config import GenerationConfig, hf_generation_config, to_vllm
 from swiftnb.engine.adapter_gate import AdapterGate
-from swiftnb.engine.base import AdapterError, Delta, Engine, EngineClosedError, LoRARequest
+from swiftnb.engine.base import Delta, Engine, EngineClosedError, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 
 
@@ -41,7 +39,7 @@ class VllmEngine(Engine):
             raise
         self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.llm.model_config.max_model_len
-        self.generation_config = GenerationConfig.from_hf(_hf_generation_config(model_dir))
+        self.generation_config = GenerationConfig.from_hf(hf_generation_config(model_dir))
         from vllm.platforms import current_platform
         # See adapter_gate.py: vLLM's CPU backend mixes up adapters of requests batched together.
         self._gate = AdapterGate() if current_platform.is_cpu() else None
@@ -63,10 +61,7 @@ class VllmEngine(Engine):
         if lora is None:
             return None
         if lora not in self._vllm_loras:  # check an adapter (and read its config file) once, not per request
-            if not self.enable_lora:
-                raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
-                                   'LoRA support; create it with enable_lora=True')
-            check_adapter(lora.lora_path, self.max_lora_rank)
+            self._read_adapter(lora, self.max_lora_rank)
             from vllm.lora.request import LoRARequest as VllmLoRARequest
             self._vllm_loras[lora] = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
         return self._vllm_loras[lora]
@@ -126,28 +121,7 @@ def _children_skip_main():
         main.__file__ = path
 
 
-def check_adapter(path: str, max_lora_rank: int) -> dict:
-    """Read a peft adapter's config, with a clear error for what vLLM would reject less clearly."""
-    config_file = Path(path) / 'adapter_config.json'
-    if not config_file.is_file():
-        raise AdapterError(f'no LoRA adapter at {path!r} (adapter_config.json not found)')
-    config = json.loads(config_file.read_text())
-    rank = config.get('r', 0)
-    if rank > max_lora_rank:
-        raise AdapterError(f'adapter at {path!r} has rank {rank}, above this engine\'s max_lora_rank '
-                           f'{max_lora_rank}; create the engine with max_lora_rank={rank} or more')
-    return config
-
-
 def _logprobs(step_logprobs) -> Optional[list]:
     if step_logprobs is None:
         return None
     return [{token_id: lp.logprob for token_id, lp in entry.items()} for entry in step_logprobs]
-
-
-def _hf_generation_config(model_dir: str):
-    from transformers import GenerationConfig as HFGenerationConfig
-    try:
-        return HFGenerationConfig.from_pretrained(model_dir)
-    except OSError:
-        return None

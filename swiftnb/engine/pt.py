@@ -1,0 +1,132 @@
+"""The pt backend: a transformers model (with peft adapters) behind the same Engine interface as vLLM.
+
+For models or adapters vLLM cannot serve, and machines where vLLM does not
+install. Requests are batched continuously by pt_scheduler on a thread of their
+own; this class loads the model and bridges each request's deltas to the
+engine loop, where inference_vllm, the server and the widgets read them.
+"""
+import asyncio
+import gc
+from typing import AsyncIterator, Optional
+
+from swiftnb import logs
+from swiftnb.config import GenerationConfig, hf_generation_config
+from swiftnb.engine.base import Delta, Engine, EngineClosedError, LoRARequest
+from swiftnb.engine.loop import EngineLoop
+from swiftnb.engine.pt_lora import PeftAdapters
+from swiftnb.engine.pt_scheduler import BatchScheduler, PtRequest
+
+
+def _device(device):
+    import torch
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(device)
+
+
+def _dtype(dtype: str, device):
+    """'auto': the checkpoint's dtype on a GPU, float32 on a CPU.
+
+    Why float32 on a CPU: there, bfloat16 rounding let the batch a request shared change its answer
+    (1 of 108 sampled answers in the mixed-adapter test), and float32 kept every answer equal to the
+    request alone; it costs about a fifth of the batched throughput (bench/RESULTS.md).
+    """
+    import torch
+    if dtype != 'auto':
+        return getattr(torch, dtype)
+    return 'auto' if device.type == 'cuda' else torch.float32
+
+
+def _eos_token_ids(hf_config, tokenizer) -> set[int]:
+    """What ends an answer, as vLLM counts it: the generation config's EOS ids and the tokenizer's."""
+    ids = getattr(hf_config, 'eos_token_id', None)
+    ids = set([ids] if isinstance(ids, int) else ids or [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class PtEngine(Engine):
+    backend = 'pt'
+
+    def __init__(self, model_type: str, model_dir: str, *, dtype: str = 'auto', device=None,
+                 enable_lora: bool = False, max_model_len: Optional[int] = None, max_num_seqs: int = 64,
+                 model_kwargs: Optional[dict] = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        super().__init__(EngineLoop())
+        self.model_type, self.model_dir, self.enable_lora = model_type, model_dir, enable_lora
+        self.device = _device(device)
+        try:
+            self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            with logs.quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device), **(model_kwargs or {}))
+        except BaseException:
+            self.loop.stop()
+            raise
+        model.to(self.device).eval()
+        self.max_model_len = min(filter(None, [max_model_len, getattr(model.config, 'max_position_embeddings', None)]),
+                                 default=4096)
+        hf_config = hf_generation_config(model_dir)
+        self.generation_config = GenerationConfig.from_hf(hf_config)
+        pad_token_id = self.hf_tokenizer.pad_token_id
+        self._scheduler = BatchScheduler(
+            PeftAdapters(model), self.hf_tokenizer, _eos_token_ids(hf_config, self.hf_tokenizer),
+            pad_token_id if pad_token_id is not None else 0, max_num_seqs, self.device, self._deliver)
+
+    @property
+    def model(self):
+        """The transformers model (a peft PeftModel once an adapter has been used)."""
+        return self._scheduler.adapters.model
+
+    @property
+    def num_running(self) -> int:
+        return 0 if self.closed else self._scheduler.num_requests
+
+    def check_lora(self, lora: Optional[LoRARequest]) -> None:
+        if lora is not None:
+            self._read_adapter(lora)
+
+    def remove_lora(self, name: str) -> None:
+        lora = self.adapters.get(name)
+        super().remove_lora(name)
+        self._scheduler.unload(lora)  # its weights are freed once no running request uses them
+
+    def _deliver(self, outputs: list) -> None:
+        """From the batch thread: hand each request its step's deltas (or its error) on the engine loop."""
+        def put():
+            for request, item in outputs:
+                request.outbox.put_nowait(item)
+        self.loop.loop.call_soon_threadsafe(put)
+
+    async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
+                     request_id: Optional[str] = None) -> AsyncIterator[Delta]:
+        if self.closed:
+            raise EngineClosedError('this engine was shut down; create a new one')
+        self.check_prompt(prompt_ids)
+        self.check_lora(lora)
+        request = PtRequest(list(prompt_ids), config, lora, self.fit_max_tokens(prompt_ids, config.max_new_tokens),
+                            asyncio.Queue())
+        self._scheduler.submit(request)
+        open_choices = config.n
+        try:
+            while open_choices:
+                item = await request.outbox.get()
+                if isinstance(item, BaseException):
+                    open_choices = 0
+                    raise item
+                for delta in item:
+                    open_choices -= delta.finish_reason is not None
+                    yield delta
+        finally:
+            if open_choices:
+                self._scheduler.abort(request)
+
+    def _close(self) -> None:
+        self._scheduler.stop()
+        self.loop.stop()
+        device = self.device
+        del self._scheduler
+        gc.collect()
+        if device.type == 'cuda':
+            import torch
+            torch.cuda.empty_cache()
