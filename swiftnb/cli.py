@@ -38,19 +38,20 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def build_engine(args, extra_loras: Optional[dict] = None):
     """The engine the model flags describe, and {adapter name: path} to serve with it."""
-    from swiftnb import get_vllm_engine
-    if args.infer_backend != 'vllm':
-        raise SystemExit('swiftnb: --infer_backend pt is not available yet; use --infer_backend vllm')
+    from swiftnb import get_pt_engine, get_vllm_engine
     model_type, model_path, loras = args.model_type, args.model_id_or_path, dict(extra_loras or {})
     if args.ckpt_dir:
         ckpt_type, ckpt_path, lora_path = resolve_checkpoint(args.ckpt_dir)
         model_type, model_path = model_type or ckpt_type, model_path or ckpt_path
         if lora_path:
             loras = {DEFAULT_LORA_NAME: lora_path, **loras}
-    engine = get_vllm_engine(model_type, model_id_or_path=model_path,
-                             enable_lora=args.vllm_enable_lora or bool(loras), max_loras=max(1, len(loras)),
-                             max_lora_rank=args.max_lora_rank, tensor_parallel_size=args.tensor_parallel_size,
-                             max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization)
+    common = dict(model_id_or_path=model_path, enable_lora=args.vllm_enable_lora or bool(loras),
+                  max_model_len=args.max_model_len)
+    if args.infer_backend == 'pt':
+        return get_pt_engine(model_type, **common), loras
+    engine = get_vllm_engine(model_type, **common, max_loras=max(1, len(loras)), max_lora_rank=args.max_lora_rank,
+                             tensor_parallel_size=args.tensor_parallel_size,
+                             gpu_memory_utilization=args.gpu_memory_utilization)
     return engine, loras
 
 

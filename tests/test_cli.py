@@ -1,5 +1,6 @@
 """`swiftnb deploy` as the seed runs `swift deploy`: a LoRA checkpoint serves its base model and the
-adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly."""
+adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly; on
+either backend."""
 import re
 import runpy
 import signal
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from openai import OpenAI
 
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
@@ -25,8 +27,9 @@ def start(args: list) -> tuple[subprocess.Popen, str]:
     return proc, match.group(1)
 
 
-def test_deploy_a_lora_checkpoint_then_ctrl_c():
-    proc, url = start(['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0',
+@pytest.mark.parametrize('backend', ['vllm', 'pt'])
+def test_deploy_a_lora_checkpoint_then_ctrl_c(backend):
+    proc, url = start(['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0', '--infer_backend', backend,
                        '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}'])
     try:
         client = OpenAI(api_key='EMPTY', base_url=url)

@@ -1,6 +1,6 @@
 """The engine inside a real Jupyter kernel (nbclient): sync calls and top-level await in cells,
-with and without nest_asyncio, engine reuse on re-run, replacement without orphan processes,
-and no vLLM log lines in cell output."""
+with and without nest_asyncio, engine reuse on re-run, replacement without orphan processes (also
+when swapping vLLM and pt backends), and no vLLM log lines in cell output."""
 import json
 import time
 
@@ -52,6 +52,18 @@ CELLS = [
     "                      '-d', body], capture_output=True, text=True, timeout=120).stdout\n"
     "print(json.loads(out)['choices'][0]['message']['content'])\n"
     "server.stop()",
+    # 9: swap backends in the same kernel: vllm -> pt -> vllm, each replacing the other
+    "from swiftnb import get_pt_engine\n"
+    "# (multiprocessing's resource tracker serves the whole kernel, not one engine: it stays)\n"
+    "vllm_children = [p for p in me.children(recursive=True) if 'resource_tracker' not in ' '.join(p.cmdline())]\n"
+    "pt = get_pt_engine()\n"
+    "_, left = psutil.wait_procs(vllm_children, timeout=30)\n"
+    "swap = {'vllm_closed': engine.closed, 'left': [' '.join(p.cmdline()) for p in left], 'pt': pt.backend,\n"
+    "        'pt_answer': inference_vllm(pt, template, [{'query': 'Hello!'}])[0]['response']}\n"
+    "engine = get_vllm_engine()\n"
+    "swap.update(pt_closed=pt.closed, back=engine.backend,\n"
+    "            answer=inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'])\n"
+    "print(json.dumps(swap))",
 ]
 
 
@@ -89,6 +101,9 @@ def test_engine_in_a_real_kernel():
     first, *after = replace['counts']
     assert after == [first] * 3, replace['counts']  # each replacement leaves exactly one engine's processes
     assert outputs[7] == '' and outputs[8].startswith('Hello!')
+    swap = json.loads(outputs[9])
+    assert swap['vllm_closed'] and swap['left'] == [] and swap['pt'] == 'pt' and swap['pt_closed']
+    assert swap['back'] == 'vllm' and swap['answer'] == swap['pt_answer'] == outputs[3].strip()
     # Interpreter exit (kernel shutdown) leaves no child process behind.
     deadline = time.time() + 30
     while time.time() < deadline and any(psutil.pid_exists(p) for p in replace['children']):

@@ -1,4 +1,4 @@
-"""The background server against the official openai SDK and raw HTTP on loopback."""
+"""The background server, on either backend, against the official openai SDK and raw HTTP on loopback."""
 import asyncio
 import json
 
@@ -14,12 +14,14 @@ WHO = [{'role': 'user', 'content': 'who are you?'}]
 CAPITAL = [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]
 
 
-@pytest.fixture(scope='module')
-def server(engine):
+@pytest.fixture(scope='module', params=['vllm', 'pt'])
+def server(request, engine, pt_engine):
+    """The server on each backend in turn; the tests that use it run on both."""
+    engine = engine if request.param == 'vllm' else pt_engine
     server = serve(engine, port=0, lora_modules={name: str(path) for name, path in DEMO_ADAPTERS.items()})
     yield server
     server.stop()
-    for name in DEMO_ADAPTERS:  # the session's engine is shared: leave it as we found it
+    for name in DEMO_ADAPTERS:  # the session's engines are shared: leave them as we found them
         engine.remove_lora(name)
 
 
@@ -136,7 +138,8 @@ def test_unknown_fields_are_ignored(server):
     assert resp.status_code == 200
 
 
-def test_load_and_unload_adapters_at_runtime(server, client, engine):
+def test_load_and_unload_adapters_at_runtime(server, client):
+    engine = server.engine
     bad = post(server, '/load_lora_adapter', {'lora_name': 'ghost', 'lora_path': '/no/such/adapter'})
     assert bad.status_code == 400 and 'no LoRA adapter' in bad.json()['error']['message']
     ok = post(server, '/load_lora_adapter', {'lora_name': 'goku', 'lora_path': str(DEMO_ADAPTERS['kakarot'])})
@@ -179,7 +182,8 @@ def test_64_concurrent_streams_complete_with_the_right_text(server, client):
     assert asyncio.run(run()) == [expected] * 64
 
 
-def test_client_disconnect_aborts_the_request(server, engine):
+def test_client_disconnect_aborts_the_request(server):
+    engine = server.engine
     body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
     with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
         for i, _ in enumerate(r.iter_lines()):
