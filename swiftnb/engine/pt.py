@@ -12,6 +12,7 @@ from typing import AsyncIterator, Optional
 from swiftnb import logs
 from swiftnb.config import GenerationConfig, hf_generation_config
 from swiftnb.engine.base import Delta, Engine, EngineClosedError, LoRARequest
+from swiftnb.engine import pt_attention
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.pt_lora import PeftAdapters
 from swiftnb.engine.pt_scheduler import BatchScheduler, PtRequest
@@ -27,9 +28,9 @@ def _device(device):
 def _dtype(dtype: str, device):
     """'auto': the checkpoint's dtype on a GPU, float32 on a CPU.
 
-    Why float32 on a CPU: there, bfloat16 rounding let the batch a request shared change its answer
-    (1 of 108 sampled answers in the mixed-adapter test), and float32 kept every answer equal to the
-    request alone; it costs about a fifth of the batched throughput (bench/RESULTS.md).
+    Why float32 on a CPU: there, bfloat16 rounding once let the batch a request shared change its
+    answer (1 of 108 sampled answers in the mixed-adapter check), float32 never did, and it was as
+    fast for the demo model (bench/RESULTS.md).
     """
     import torch
     if dtype != 'auto':
@@ -58,8 +59,11 @@ class PtEngine(Engine):
         self.device = _device(device)
         try:
             self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model_kwargs = dict(model_kwargs or {})
+            if self.device.type == 'cpu':
+                model_kwargs.setdefault('attn_implementation', pt_attention.register())
             with logs.quiet_loading():
-                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device), **(model_kwargs or {}))
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device), **model_kwargs)
         except BaseException:
             self.loop.stop()
             raise
