@@ -131,7 +131,8 @@ def generate_batch_rate(model_dir, dtype, device, prompts, new_tokens) -> float:
 
 
 def mixed_adapters_check(engine, template, adapters) -> tuple[int, int]:
-    """(mismatches, requests): each request alone, then all together with staggered arrivals."""
+    """(mismatches, requests): each request alone, then all together with staggered arrivals (the check of
+    tests/test_engine_pt.py, here for any model and device)."""
     loras = [None] + [LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(adapters.items())]
     configs = [GenerationConfig(max_new_tokens=48),
                GenerationConfig(max_new_tokens=48, do_sample=True, temperature=0.9, top_p=0.9, seed=11)]

@@ -25,9 +25,10 @@ from swiftnb.template import Template, get_template
 __version__ = '0.1.0'
 
 __all__ = [
-    'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError', 'GenerationConfig',
-    'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError', 'Template',
-    'XRequestConfig', 'get_default_template_type', 'get_model_list_client', 'get_model_list_client_async',
-    'get_engine', 'get_pt_engine', 'get_template', 'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
-    'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'serve', 'show_vllm_logs',
+    'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError',
+    'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError',
+    'Template', 'XRequestConfig', 'get_default_template_type', 'get_engine', 'get_model_list_client',
+    'get_model_list_client_async', 'get_pt_engine', 'get_template', 'get_vllm_engine', 'inference_client',
+    'inference_client_async', 'inference_stream_vllm', 'inference_stream_vllm_async', 'inference_vllm',
+    'inference_vllm_async', 'serve', 'show_vllm_logs',
 ]

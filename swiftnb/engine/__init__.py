@@ -49,7 +49,10 @@ def get_pt_engine(model_type: Optional[str] = None, torch_dtype=None, *, model_i
     inference_stream_vllm, their async twins, the server and the widgets take either.
 
     It batches requests continuously and mixes adapters in one batch. `device`: 'cuda' when torch sees
-    a GPU, else 'cpu'; `model_kwargs` go to `AutoModelForCausalLM.from_pretrained`.
+    a GPU, else 'cpu'; `torch_dtype`: the checkpoint's on a GPU, float32 on a CPU; `model_kwargs` go
+    to `AutoModelForCausalLM.from_pretrained`. A request gets the answer it gets alone in float32;
+    in bf16/fp16 on a GPU the batch it shares can flip near-tie tokens (bench/RESULTS.md), so pass
+    torch_dtype='float32' where an exact A/B comparison matters.
     """
     model_type, model_dir = resolve_model(model_type, model_id_or_path)
     options = dict(dtype=_dtype_name(torch_dtype), enable_lora=enable_lora, max_model_len=max_model_len,

@@ -63,7 +63,8 @@ class PtEngine(Engine):
             if self.device.type == 'cpu':
                 model_kwargs.setdefault('attn_implementation', pt_attention.register())
             with logs.quiet_loading():
-                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device), **model_kwargs)
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device),
+                                                             **model_kwargs)
         except BaseException:
             self.loop.stop()
             raise
@@ -133,4 +134,8 @@ class PtEngine(Engine):
         gc.collect()
         if device.type == 'cuda':
             import torch
+            # cuBLAS keeps a workspace (32 MiB on an H100) per thread that used it, in torch's allocator;
+            # the batch thread's outlives the thread unless cleared. torch has only this private call for it
+            # (its own test suite and CUDA-graph trees use it); the next matmul simply allocates a new one.
+            torch._C._cuda_clearCublasWorkspaces()
             torch.cuda.empty_cache()

@@ -47,9 +47,6 @@ class PeftAdapters:
         if name is not None:
             self.model.delete_adapter(name)
 
-    def in_use(self, lora: LoRARequest) -> Optional[str]:
-        return self._names.get(lora)
-
     def forward(self, names: list[str], **inputs):
         if self._names:
             return self.model(**inputs, adapter_names=names)
