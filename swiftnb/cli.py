@@ -1,18 +1,30 @@
-"""The `swiftnb` command: the seed's `swift deploy ...` lines with `swiftnb` in place of `swift`.
+"""The `swiftnb` command: the seed's `swift infer / deploy / export` lines with `swiftnb` for `swift`.
 
-    swiftnb deploy [--model_type T | --model_id_or_path P | --ckpt_dir C] [--lora_modules name=path ...]
+    swiftnb infer  [model flags] [generation flags] [--val_dataset FILE.jsonl]
+    swiftnb deploy [model flags] [--lora_modules name=path ...] [--port P]
+    swiftnb export --ckpt_dir LORA_DIR --merge_lora true [--output_dir DIR]
 
-(`infer`, `app-ui` and `export` are not built yet: they say so.)
+Model flags: --model_type T | --model_id_or_path P | --ckpt_dir C, --infer_backend vllm|pt, ...
+(`app-ui` is not built yet: it says so.)
 """
 import argparse
+import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Optional
 
-from swiftnb.model_types import resolve_checkpoint
+from pydantic import ValidationError
 
-DEFAULT_LORA_NAME = 'default-lora'  # the seed's name for the adapter given by --ckpt_dir
+from swiftnb.engine.base import SwiftnbError
+from swiftnb.model_types import ModelNotFoundError, resolve_checkpoint
+
+DEFAULT_LORA_NAME = 'default-lora'
+
+
+class UsageError(SwiftnbError):
+    """Flags that do not fit together: said in one line, exit status 2."""  # the seed's name for the adapter given by --ckpt_dir
 
 
 def _bool(text: str) -> bool:
@@ -55,6 +67,73 @@ def build_engine(args, extra_loras: Optional[dict] = None):
     return engine, loras
 
 
+def _generation_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group('generation (default: the model\'s generation_config.json)')
+    group.add_argument('--max_new_tokens', type=int)
+    group.add_argument('--temperature', type=float, help='0 for greedy; above 0 samples')
+    group.add_argument('--top_p', type=float)
+    group.add_argument('--top_k', type=int)
+    group.add_argument('--repetition_penalty', type=float)
+    group.add_argument('--seed', type=int)
+    group.add_argument('--system', help='system prompt')
+
+
+def generation_config(engine, args):
+    """The engine's defaults with the flags given on top."""
+    config = engine.generation_config.merged(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                             top_p=args.top_p, top_k=args.top_k,
+                                             repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if args.temperature is not None:
+        config = config.merged(do_sample=args.temperature > 0)
+    return config
+
+
+def infer(args) -> int:
+    from swiftnb import dataset_infer, get_template
+    from swiftnb.terminal_chat import TerminalChat
+    dataset = args.val_dataset or (_dataset_from_config(args.ckpt_dir) if args.load_dataset_config else None)
+    rows = dataset_infer.read_rows(dataset, args.show_dataset_sample) if dataset else None  # checked first
+    engine, loras = build_engine(args)
+    try:
+        template = get_template('auto', engine.hf_tokenizer)
+        config = generation_config(engine, args)
+        lora = engine.add_lora(DEFAULT_LORA_NAME, loras[DEFAULT_LORA_NAME]) if DEFAULT_LORA_NAME in loras else None
+        if rows is None:
+            TerminalChat(engine, template, config, lora, args.system, args.stream).run()
+            return 0
+        if args.system:
+            rows = [{**row, 'system': row['system'] or args.system} for row in rows]
+        path = Path(args.result_path) if args.result_path else dataset_infer.default_result_path(args.ckpt_dir)
+        dataset_infer.run(engine, template, rows, config, lora, path)
+        print(f'swiftnb: {len(rows)} results written to {path}', flush=True)
+        return 0
+    finally:
+        engine.shutdown()
+
+
+def _dataset_from_config(ckpt_dir: Optional[str]) -> str:
+    """The validation set a training run recorded in sft_args.json (ms-swift's --load_dataset_config)."""
+    for folder in filter(None, [ckpt_dir and Path(ckpt_dir), ckpt_dir and Path(ckpt_dir).parent]):
+        config = folder / 'sft_args.json'
+        if config.is_file():
+            val = json.loads(config.read_text()).get('val_dataset')
+            val = val[0] if isinstance(val, list) and val else val
+            if val:
+                return val
+    raise UsageError(f'--load_dataset_config found no sft_args.json with a val_dataset for '
+                     f'--ckpt_dir {ckpt_dir!r}; pass --val_dataset FILE.jsonl')
+
+
+def export(args) -> int:
+    from swiftnb.export import merge_lora
+    if args.quant_bits:
+        raise UsageError('--quant_bits is not supported yet; export with --merge_lora true alone')
+    if not args.merge_lora:
+        raise UsageError('export does one thing for now: --merge_lora true')
+    print(f'swiftnb: merged checkpoint written to {merge_lora(args.ckpt_dir, args.output_dir)}', flush=True)
+    return 0
+
+
 def deploy(args) -> int:
     from swiftnb.server import BackgroundServer, background
     lora_modules = background.parse_lora_modules(args.lora_modules)
@@ -76,6 +155,18 @@ def deploy(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='swiftnb', description='vLLM inference and deployment, notebook-first')
     commands = parser.add_subparsers(dest='command', required=True)
+
+    inf = commands.add_parser('infer', help='chat in the terminal, or answer a dataset into a jsonl')
+    _model_args(inf)
+    _generation_args(inf)
+    inf.add_argument('--stream', type=_bool, default=True)
+    inf.add_argument('--val_dataset', help='a jsonl of {"query", "history"?, "system"?, "response"?} rows')
+    inf.add_argument('--load_dataset_config', type=_bool, default=False,
+                     help="take --val_dataset from the checkpoint's sft_args.json")
+    inf.add_argument('--show_dataset_sample', type=int, default=-1, help='rows to run (-1: all)')
+    inf.add_argument('--result_path', help='default: CKPT_DIR/infer_result/TIME.jsonl')
+    inf.set_defaults(run=infer)
+
     dep = commands.add_parser('deploy', help='serve a model as an OpenAI-compatible endpoint')
     _model_args(dep)
     dep.add_argument('--lora_modules', nargs='*', default=[], metavar='NAME=PATH')
@@ -83,15 +174,27 @@ def main(argv=None) -> int:
     dep.add_argument('--port', type=int, default=8000)
     dep.add_argument('--api_key')
     dep.add_argument('--served_model_name')
-    for name in ('infer', 'app-ui', 'export'):
-        commands.add_parser(name, help='not built yet', add_help=False)
+    dep.set_defaults(run=deploy)
+
+    exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one')
+    exp.add_argument('--ckpt_dir', required=True)
+    exp.add_argument('--merge_lora', type=_bool, default=False)
+    exp.add_argument('--output_dir', help='default: CKPT_DIR-merged')
+    exp.add_argument('--quant_bits', type=int, default=0)
+    exp.set_defaults(run=export)
+
+    commands.add_parser('app-ui', help='not built yet', add_help=False)
     args, unknown = parser.parse_known_args(argv)
-    if args.command != 'deploy':
-        print(f'swiftnb: `{args.command}` is not built yet; `swiftnb deploy` is', file=sys.stderr)
+    if args.command == 'app-ui':
+        print('swiftnb: `app-ui` is not built yet; `swiftnb infer` chats in the terminal', file=sys.stderr)
         return 2
     if unknown:
         parser.error(f'unrecognized arguments: {" ".join(unknown)}')
-    return deploy(args)
+    try:
+        return args.run(args)
+    except (SwiftnbError, ModelNotFoundError, ValidationError) as error:  # the user's mistake: one line
+        print(f'swiftnb: {error}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -55,7 +55,7 @@ def _record(generation_info: Optional[dict], prompts, completions, start: float)
         'tokens/s': generated / runtime if runtime else 0.0})
 
 
-async def _generate(engine, prompts, config, lora) -> AsyncIterator[list[Completion]]:
+async def stream_completions(engine, prompts, config, lora) -> AsyncIterator[list[Completion]]:
     """All requests at once; yields their Completions each time any of them grew."""
     completions = [Completion() for _ in prompts]
     async for batch in merge([engine.stream(p, config, lora) for p in prompts]):
@@ -81,7 +81,7 @@ async def _batch(engine, template, request_list, generation_config, generation_i
     if use_tqdm:
         from tqdm.auto import tqdm
         progress = tqdm(total=len(prompts))
-    async for completions in _generate(engine, prompts, config, lora_request):
+    async for completions in stream_completions(engine, prompts, config, lora_request):
         if progress is not None:
             progress.update(sum(c.finish_reason is not None for c in completions) - progress.n)
     if progress is not None:
@@ -95,7 +95,7 @@ async def _stream(engine, template, request_list, generation_config, generation_
         return
     config, prompts = _prepare(engine, template, request_list, generation_config, lora_request)
     start = time.perf_counter()
-    async for completions in _generate(engine, prompts, config, lora_request):
+    async for completions in stream_completions(engine, prompts, config, lora_request):
         yield _results(request_list, completions)
     _record(generation_info, prompts, completions, start)
 

@@ -66,7 +66,7 @@ def test_seed_generation_model_examples(capsys):
 
 
 def test_commands_not_built_yet_say_so():
-    done = subprocess.run([SWIFTNB, 'export', '--ckpt_dir', 'x'], capture_output=True, text=True)
+    done = subprocess.run([SWIFTNB, 'app-ui', '--model_type', 'qwen-7b-chat'], capture_output=True, text=True)
     assert done.returncode == 2 and 'not built yet' in done.stderr
 
 

@@ -135,6 +135,8 @@ class BatchScheduler:
         return new
 
     def _unload_idle(self) -> None:
+        if not self._unload:  # the usual case, on every step
+            return
         used = {row.request.lora for row in self._rows}
         waiting = [lora for lora in self._unload if lora in used]
         for lora in self._unload:
