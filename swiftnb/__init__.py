@@ -32,3 +32,9 @@ __all__ = [
     'inference_client_async', 'inference_stream_vllm', 'inference_stream_vllm_async', 'inference_vllm',
     'inference_vllm_async', 'serve', 'show_vllm_logs',
 ]
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext swiftnb`: the %swiftnb and %%chat magics (see swiftnb.magics)."""
+    from swiftnb.magics import SwiftnbMagics
+    ipython.register_magics(SwiftnbMagics)

@@ -1,0 +1,209 @@
+"""`%load_ext swiftnb`: the engine, a chat, adapters and the server from cell magics.
+
+    %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora] ...
+    %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
+    %swiftnb lora add NAME PATH | lora list | lora remove NAME
+    %swiftnb deploy [--port P] [--api_key K] | %swiftnb stop
+    %swiftnb status | %swiftnb reset
+
+Each takes --help. A user's mistake prints one line, not a traceback.
+"""
+import argparse
+import shlex
+import time
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from swiftnb.engine import registry
+from swiftnb.engine.base import SwiftnbError
+from swiftnb.model_types import ModelNotFoundError
+
+_UPDATES_PER_SECOND = 20  # a streamed answer redraws at most this often, whatever the token rate
+
+
+class MagicError(Exception):
+    """A mistake in a magic's arguments or state: shown as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports to the cell instead of exiting the kernel."""
+
+    def error(self, message):
+        raise MagicError(f'{self.prog}: {message}')
+
+    def exit(self, status=0, message=None):
+        if message:
+            print(message)
+        raise _HelpShown()
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def _parsers():
+    main = _Parser(prog='%swiftnb', description='swiftnb magics; %%chat is a cell magic')
+    sub = main.add_subparsers(dest='command', required=True, parser_class=_Parser)
+    engine = sub.add_parser('engine', help='create or reuse the kernel\'s engine (as get_vllm_engine does)')
+    model = engine.add_mutually_exclusive_group()
+    model.add_argument('--model_type')
+    model.add_argument('--model', help='a local model directory or hub id')
+    engine.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm')
+    engine.add_argument('--enable_lora', action='store_true')
+    engine.add_argument('--max_model_len', type=int)
+    lora = sub.add_parser('lora', help='add, list or remove adapters served by name')
+    lora.add_argument('action', choices=['add', 'list', 'remove'])
+    lora.add_argument('name', nargs='?')
+    lora.add_argument('path', nargs='?')
+    deploy = sub.add_parser('deploy', help='serve the kernel\'s engine (OpenAI-compatible) in the background')
+    deploy.add_argument('--port', type=int, default=8000)
+    deploy.add_argument('--api_key')
+    sub.add_parser('stop', help='stop the server')
+    sub.add_parser('status', help='engine, backend, adapters, server, running requests, memory')
+    sub.add_parser('reset', help='forget the %%chat conversation')
+    chat = _Parser(prog='%%chat', description='the cell is your message; the answer streams below it')
+    chat.add_argument('--lora', help='an adapter name (see %swiftnb lora list)')
+    chat.add_argument('--system')
+    chat.add_argument('--max_tokens', type=int)
+    chat.add_argument('--temperature', type=float)
+    chat.add_argument('--seed', type=int)
+    chat.add_argument('--new', action='store_true', help='start a new conversation')
+    return main, chat
+
+
+class Answer(str):
+    """The answer as the cell's value (`_` holds it), not shown twice: it already streamed above."""
+
+    def _ipython_display_(self):
+        pass
+
+
+@magics_class
+class SwiftnbMagics(Magics):
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.parser, self.chat_parser = _parsers()
+        self.history: list[list[str]] = []
+        self.server = None
+
+    def _run(self, parser, line, action, *extra):
+        try:
+            return action(parser.parse_args(shlex.split(line)), *extra)
+        except _HelpShown:
+            return None
+        except (MagicError, SwiftnbError, ModelNotFoundError, ValueError) as error:
+            print(f'swiftnb: {error}')
+            return None
+
+    @line_magic
+    def swiftnb(self, line):
+        """swiftnb's magics (each takes --help):
+
+        %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora]
+        %swiftnb lora add NAME PATH | lora list | lora remove NAME
+        %swiftnb deploy [--port P] [--api_key K]  /  %swiftnb stop
+        %swiftnb status  /  %swiftnb reset
+        %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
+        """
+        return self._run(self.parser, line, lambda args: getattr(self, f'_{args.command}')(args))
+
+    @cell_magic
+    def chat(self, line, cell):
+        """The cell is the user message; the answer streams as Markdown and the conversation goes on."""
+        return self._run(self.chat_parser, line, self._chat, cell)
+
+    # -- the commands --
+
+    @staticmethod
+    def _engine_or_say():
+        engine = registry.live_engine()
+        if engine is None:
+            raise MagicError('no engine yet; create one with %swiftnb engine')
+        return engine
+
+    def _engine(self, args):
+        from swiftnb import get_engine
+        kwargs = dict(model_id_or_path=args.model, enable_lora=args.enable_lora, max_model_len=args.max_model_len)
+        engine = get_engine(args.model_type, infer_backend=args.infer_backend, **kwargs)
+        print(f'{engine.model_type} on {engine.backend}; adapters: {", ".join(engine.adapters) or "none"}')
+
+    def _lora(self, args):
+        engine = self._engine_or_say()
+        if args.action == 'add':
+            if not (args.name and args.path):
+                raise MagicError('usage: %swiftnb lora add NAME PATH')
+            engine.add_lora(args.name, args.path)
+        elif args.action == 'remove':
+            engine.remove_lora(self._adapter(engine, args.name).lora_name)
+        print(f'adapters: {", ".join(engine.adapters) or "none"}')
+
+    @staticmethod
+    def _adapter(engine, name):
+        if name not in engine.adapters:
+            raise MagicError(f'no adapter named {name!r}; known: {", ".join(engine.adapters) or "none"} '
+                             '(add one with %swiftnb lora add NAME PATH)')
+        return engine.adapters[name]
+
+    def _deploy(self, args):
+        from swiftnb import serve
+        self.server = serve(self._engine_or_say(), port=args.port, api_key=args.api_key)
+        key = f" -H 'Authorization: Bearer {args.api_key}'" if args.api_key else ''
+        print(f'serving at {self.server.url}\n'
+              f"curl {self.server.url}/chat/completions -H 'Content-Type: application/json'{key} "
+              f"""-d '{{"model": "{self._engine_or_say().model_type}", "messages": [{{"role": "user", """
+              f""""content": "Hello!"}}]}}'""")
+
+    def _stop(self, args):
+        if self.server is None or not self.server.running:
+            raise MagicError('no server is running; start one with %swiftnb deploy')
+        self.server.stop()
+        print('server stopped')
+
+    def _status(self, args):
+        engine = registry.live_engine()
+        if engine is None:
+            print('engine: none (create one with %swiftnb engine)')
+            return
+        server = self.server.url if self.server is not None and self.server.running else 'not running'
+        print(f'engine: {engine.model_type} ({engine.backend}) at {engine.model_dir}\n'
+              f'adapters: {", ".join(engine.adapters) or "none"}\nserver: {server}\n'
+              f'running requests: {engine.num_running}\nmemory: {_memory()}')
+
+    def _reset(self, args):
+        self.history = []
+        print('conversation cleared')
+
+    def _chat(self, args, cell):
+        from IPython.display import Markdown, display
+        from swiftnb import get_template, inference_stream_vllm
+        engine = self._engine_or_say()
+        lora = self._adapter(engine, args.lora) if args.lora else None
+        if args.new:
+            self.history = []
+        config = engine.generation_config.merged(max_new_tokens=args.max_tokens, temperature=args.temperature,
+                                                 seed=args.seed)
+        if args.temperature is not None:
+            config = config.merged(do_sample=args.temperature > 0)
+        request = [{'query': cell.strip(), 'history': self.history, 'system': args.system}]
+        handle, shown_at, result = display(Markdown(''), display_id=True), 0.0, None
+        for results in inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,
+                                             generation_config=config, lora_request=lora):
+            result = results[0]
+            if time.monotonic() - shown_at >= 1 / _UPDATES_PER_SECOND:
+                handle.update(Markdown(result['response']))
+                shown_at = time.monotonic()
+        handle.update(Markdown(result['response']))  # the final text, whatever the last redraw showed
+        self.history = result['history']
+        return Answer(result['response'])
+
+
+def _memory() -> str:
+    import psutil
+    text = f'process RSS {psutil.Process().memory_info().rss / 2**30:.1f} GiB'
+    try:
+        import torch
+        if torch.cuda.is_available():
+            text += f', CUDA allocated {torch.cuda.memory_allocated() / 2**30:.1f} GiB'
+    except ImportError:
+        pass
+    return text

@@ -1,0 +1,49 @@
+"""`%load_ext swiftnb` in a real kernel (nbclient): the engine, a %%chat conversation, adapters, the
+server and status from magics, and one-line errors for a user's mistakes."""
+import json
+
+import nbformat
+from nbclient import NotebookClient
+
+CELLS = [
+    '%load_ext swiftnb',
+    '%swiftnb chat_without_engine',                         # 1: an unknown command: one line
+    '%%chat\nHello!',                                        # 2: no engine yet
+    '%swiftnb engine --infer_backend pt --enable_lora',       # 3
+    '%%chat\nWhere is the capital of Zhejiang?',              # 4
+    '%%chat\nIs there anything tasty here?',                  # 5: continues the conversation
+    'print(json.dumps(_))',                                   # 6: the answer is the cell's value
+    '%%chat --new\nIs there anything tasty here?',            # 7: a new conversation
+    '%swiftnb lora add kakarot {kakarot}',                   # 8
+    '%%chat --lora kakarot --new\nwho are you?',              # 9
+    '%%chat --lora goku\nwho are you?',                       # 10: unknown adapter: lists the known ones
+    '%swiftnb deploy --port 0',                               # 11
+    '%swiftnb status',                                       # 12
+    '%swiftnb stop',                                         # 13
+    '%swiftnb lora remove kakarot',                           # 14
+    '%swiftnb engine --help',                                # 15
+]
+
+
+def test_magics_in_a_real_kernel():
+    from swiftnb import DEMO_ADAPTERS
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('import json')] + [
+        nbformat.v4.new_code_cell(c.format(kakarot=DEMO_ADAPTERS['kakarot'])) for c in CELLS]
+    NotebookClient(nb, timeout=600, kernel_name='python3').execute()
+    out = []
+    for cell in nb.cells[1:]:
+        assert all(o['output_type'] != 'error' and o.get('name') != 'stderr' for o in cell.outputs), cell.outputs
+        out.append(''.join(o.get('text', '') or o.get('data', {}).get('text/markdown', '') for o in cell.outputs))
+    assert out[1].startswith('swiftnb: %swiftnb: argument command: invalid choice')
+    assert out[2] == 'swiftnb: no engine yet; create one with %swiftnb engine\n'
+    assert out[3] == 'tiny-chat on pt; adapters: none\n'
+    assert 'Hangzhou' in out[4]
+    assert 'West Lake fish' in out[5] and json.loads(out[6]) in out[5]
+    assert 'Which place do you mean?' in out[7]
+    assert out[8] == 'adapters: kakarot\n' and out[9].startswith('I am Kakarot')
+    assert out[10] == "swiftnb: no adapter named 'goku'; known: kakarot (add one with %swiftnb lora add NAME PATH)\n"
+    assert out[11].startswith('serving at http://127.0.0.1:') and 'curl http://127.0.0.1:' in out[11]
+    assert 'engine: tiny-chat (pt)' in out[12] and 'adapters: kakarot' in out[12] and 'running requests: 0' in out[12]
+    assert out[13] == 'server stopped\n' and out[14] == 'adapters: none\n'
+    assert '--infer_backend {vllm,pt}' in out[15]
