@@ -4,7 +4,7 @@
     %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
     %swiftnb lora add NAME PATH | lora list | lora remove NAME
     %swiftnb deploy [--port P] [--api_key K] | %swiftnb stop
-    %swiftnb status | %swiftnb reset
+    %swiftnb status | %swiftnb reset | %swiftnb shutdown
 
 Each takes --help. A user's mistake prints one line, not a traceback.
 """
@@ -59,6 +59,7 @@ def _parsers():
     deploy.add_argument('--port', type=int, default=8000)
     deploy.add_argument('--api_key')
     sub.add_parser('stop', help='stop the server')
+    sub.add_parser('shutdown', help="shut the kernel's engine down, freeing its memory")
     sub.add_parser('status', help='engine, backend, adapters, server, running requests, memory')
     sub.add_parser('reset', help='forget the %%chat conversation')
     chat = _Parser(prog='%%chat', description='the cell is your message; the answer streams below it')
@@ -102,7 +103,7 @@ class SwiftnbMagics(Magics):
         %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora]
         %swiftnb lora add NAME PATH | lora list | lora remove NAME
         %swiftnb deploy [--port P] [--api_key K]  /  %swiftnb stop
-        %swiftnb status  /  %swiftnb reset
+        %swiftnb status  /  %swiftnb reset  /  %swiftnb shutdown
         %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
         """
         return self._run(self.parser, line, lambda args: getattr(self, f'_{args.command}')(args))
@@ -152,12 +153,20 @@ class SwiftnbMagics(Magics):
               f"curl {self.server.url}/chat/completions -H 'Content-Type: application/json'{key} "
               f"""-d '{{"model": "{self._engine_or_say().model_type}", "messages": [{{"role": "user", """
               f""""content": "Hello!"}}]}}'""")
+        return self.server  # `server = %swiftnb deploy` keeps it at hand
 
     def _stop(self, args):
         if self.server is None or not self.server.running:
             raise MagicError('no server is running; start one with %swiftnb deploy')
         self.server.stop()
         print('server stopped')
+
+    def _shutdown(self, args):
+        engine = self._engine_or_say()
+        if self.server is not None and self.server.running:
+            self.server.stop()
+        engine.shutdown()
+        print('engine shut down')
 
     def _status(self, args):
         engine = registry.live_engine()

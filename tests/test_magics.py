@@ -22,6 +22,8 @@ CELLS = [
     '%swiftnb stop',                                         # 13
     '%swiftnb lora remove kakarot',                           # 14
     '%swiftnb engine --help',                                # 15
+    '%swiftnb shutdown',                                     # 16
+    '%swiftnb status',                                       # 17
 ]
 
 
@@ -47,3 +49,4 @@ def test_magics_in_a_real_kernel():
     assert 'engine: tiny-chat (pt)' in out[12] and 'adapters: kakarot' in out[12] and 'running requests: 0' in out[12]
     assert out[13] == 'server stopped\n' and out[14] == 'adapters: none\n'
     assert '--infer_backend {vllm,pt}' in out[15]
+    assert out[16] == 'engine shut down\n' and out[17] == 'engine: none (create one with %swiftnb engine)\n'
