@@ -80,12 +80,9 @@ def _generation_args(parser: argparse.ArgumentParser) -> None:
 
 def generation_config(engine, args):
     """The engine's defaults with the flags given on top."""
-    config = engine.generation_config.merged(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                             top_p=args.top_p, top_k=args.top_k,
-                                             repetition_penalty=args.repetition_penalty, seed=args.seed)
-    if args.temperature is not None:
-        config = config.merged(do_sample=args.temperature > 0)
-    return config
+    return engine.generation_config.merged(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                           top_p=args.top_p, top_k=args.top_k,
+                                           repetition_penalty=args.repetition_penalty, seed=args.seed)
 
 
 def infer(args) -> int:

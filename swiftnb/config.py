@@ -32,8 +32,14 @@ class GenerationConfig(BaseModel):
         return not self.do_sample or self.temperature == 0
 
     def merged(self, **overrides) -> 'GenerationConfig':
-        """A validated copy with some fields replaced (None means: keep this config's value)."""
+        """A validated copy with some fields replaced (None means: keep this config's value).
+
+        A temperature given without do_sample decides it, as vLLM and the OpenAI API read it:
+        above 0 samples, 0 is greedy.
+        """
         changes = {k: v for k, v in overrides.items() if v is not None}
+        if 'temperature' in changes and 'do_sample' not in changes:
+            changes['do_sample'] = changes['temperature'] > 0
         return GenerationConfig(**{**self.model_dump(), **changes})
 
     @classmethod

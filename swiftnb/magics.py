@@ -191,8 +191,6 @@ class SwiftnbMagics(Magics):
             self.history = []
         config = engine.generation_config.merged(max_new_tokens=args.max_tokens, temperature=args.temperature,
                                                  seed=args.seed)
-        if args.temperature is not None:
-            config = config.merged(do_sample=args.temperature > 0)
         request = [{'query': cell.strip(), 'history': self.history, 'system': args.system}]
         handle, shown_at, result = display(Markdown(''), display_id=True), 0.0, None
         for results in inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,

@@ -27,6 +27,9 @@ def test_from_hf_and_merged():
     assert (config.do_sample, config.temperature, config.top_k, config.max_new_tokens) == (True, 0.3, -1, 64)
     assert config.merged(temperature=None, seed=3).seed == 3
     assert config.merged(temperature=None).temperature == 0.3
+    # a temperature alone decides sampling, as vLLM and the OpenAI API read it
+    assert not config.merged(temperature=0).do_sample and GenerationConfig().merged(temperature=0.7).do_sample
+    assert not GenerationConfig().merged(temperature=0.7, do_sample=False).do_sample
 
 
 def test_to_vllm():

@@ -39,8 +39,6 @@ class _Request(BaseModel):
                       top_k=self.top_k, repetition_penalty=self.repetition_penalty,
                       presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
                       n=self.n, stop=self.stop, seed=self.seed, logprobs=logprobs, ignore_eos=self.ignore_eos)
-        if self.temperature is not None:
-            fields['do_sample'] = self.temperature > 0
         return defaults.merged(**fields)
 
     @property
