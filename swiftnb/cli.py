@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from swiftnb.engine.base import SwiftnbError
 from swiftnb.model_types import ModelNotFoundError, resolve_checkpoint
 
-DEFAULT_LORA_NAME = 'default-lora'
+DEFAULT_LORA_NAME = 'default-lora'  # the seed's name for the adapter given by --ckpt_dir
 
 
 class UsageError(SwiftnbError):
-    """Flags that do not fit together: said in one line, exit status 2."""  # the seed's name for the adapter given by --ckpt_dir
+    """Flags that do not fit together: said in one line, exit status 2."""
 
 
 def _bool(text: str) -> bool:

@@ -47,7 +47,6 @@ class Row:
     sampler: RowSampler
     text: TextStream
     tokens: list[int] = field(default_factory=list)  # prompt and answer
-    num_generated: int = 0
 
 
 class BatchScheduler:
@@ -216,13 +215,12 @@ class BatchScheduler:
     def _append(self, row: Row, token: int) -> Optional[str]:
         """Add a token to the row; the finish reason if it ended the row."""
         row.tokens.append(token)
-        row.num_generated += 1
         config = row.request.config
         if row.text.add(token):
             return 'stop'
         if token in self.eos_token_ids and not config.ignore_eos:
             return 'stop'
-        if row.num_generated >= row.request.max_tokens:
+        if len(row.tokens) - len(row.request.prompt_ids) >= row.request.max_tokens:
             return 'length'
         return None
 
