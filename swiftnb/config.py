@@ -7,7 +7,7 @@ the engine. pydantic does the validation; its errors are ValueErrors.
 """
 from typing import Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class GenerationConfig(BaseModel):
@@ -111,3 +111,19 @@ def to_transformers(config: GenerationConfig, num_prompt_tokens: int):
         if config.top_p < 1.0:
             processors.append(TopPLogitsWarper(config.top_p))
     return processors
+
+
+_OPENAI_NAMES = {'max_new_tokens': 'max_tokens'}  # how requests (and the widgets) name a field
+
+
+def validation_message(error) -> tuple[str, Optional[str]]:
+    """('field: problem', field) for the first problem pydantic (or FastAPI) found, in the OpenAI names."""
+    first = error.errors()[0]
+    names = [str(p) for p in first['loc'] if isinstance(p, str) and p != 'body']
+    param = '.'.join(_OPENAI_NAMES.get(n, n) for n in names) or None
+    return (f'{param}: {first["msg"]}' if param else first['msg']), param
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for the user: pydantic's several-line report cut to its first problem."""
+    return validation_message(error)[0] if isinstance(error, ValidationError) else str(error)

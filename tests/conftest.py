@@ -49,3 +49,24 @@ def settles(condition, seconds: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.fixture(scope='module', params=['vllm', 'pt'])
+def adapter_engine(request, engine, pt_engine):
+    """Each backend in turn with the demo adapters served by name, removed again afterwards."""
+    engine = engine if request.param == 'vllm' else pt_engine
+    for name, path in DEMO_ADAPTERS.items():
+        engine.add_lora(name, str(path))
+    yield engine
+    for name in DEMO_ADAPTERS:
+        engine.remove_lora(name)
+
+
+def direct_answer(engine, query, history=(), system=None, adapter=None, **settings) -> str:
+    """What the engine itself answers, for the widgets to be compared with."""
+    from swiftnb import inference_vllm
+    config = engine.generation_config.merged(**settings)
+    lora = (engine.adapters.get(adapter) or demo_lora(adapter)) if adapter else None
+    request = {'query': query, 'history': [list(turn) for turn in history], 'system': system}
+    return inference_vllm(engine, get_template('auto', engine.hf_tokenizer), [request], generation_config=config,
+                          lora_request=lora)[0]['response']

@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_choice import Logprobs as CompletionLogprobs
 from pydantic import ValidationError
 
+from swiftnb.config import validation_message
 from swiftnb.engine.base import Completion, Delta, Engine, LoRARequest
 from swiftnb.engine.merge import merge
 from swiftnb.server import protocol
@@ -50,7 +51,7 @@ def create_app(engine: Engine, template: Template, served_model_name: Optional[s
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_, exc: RequestValidationError):
-        return error_json(400, *_validation_message(exc))
+        return error_json(400, *validation_message(exc))
 
     @app.exception_handler(APIError)
     async def api_error(_, exc: APIError):
@@ -59,7 +60,7 @@ def create_app(engine: Engine, template: Template, served_model_name: Optional[s
     @app.exception_handler(ValueError)  # bad settings, too-long prompts, bad adapters: the caller's mistake
     async def value_error(_, exc: ValueError):
         if isinstance(exc, ValidationError):
-            return error_json(400, *_validation_message(exc))
+            return error_json(400, *validation_message(exc))
         return error_json(400, str(exc))
 
 
@@ -116,17 +117,6 @@ def _adapter(app: FastAPI, engine: Engine, model: str) -> Optional[LoRARequest]:
 
 
 # GenerationConfig's names -> the request fields they come from, so errors name what the client sent.
-_FIELD_NAMES = {'max_new_tokens': 'max_tokens'}
-
-
-def _validation_message(exc) -> tuple[str, Optional[str]]:
-    """(message, param) for the first problem pydantic found in a request body or its settings."""
-    first = exc.errors()[0]
-    names = [str(p) for p in first['loc'] if isinstance(p, str) and p != 'body']
-    param = '.'.join(_FIELD_NAMES.get(n, n) for n in names) or None
-    return (f'{param}: {first["msg"]}' if param else first['msg']), param
-
-
 class _Run:
     """One request's generation: validated settings, and its responses built from engine Deltas."""
 

@@ -1,0 +1,89 @@
+"""Both widgets in JupyterLab, in a real browser: Debian's chromium driven by Playwright.
+
+JupyterLab runs headless on a free port; a notebook makes a pt engine with the demo adapters and
+shows both widgets. The test types into them as a user does and waits for the streamed answers in
+the DOM, which must equal what the engine answers alone. Screenshots go to the test's directory
+(and to $SWIFTNB_SCREENSHOTS, which `make screenshots` sets to docs/, for the README).
+"""
+import os
+import shutil
+
+import nbformat
+import pytest
+
+from browser import chromium_page, free_port, text_without_deletions, web_server
+from conftest import direct_answer
+
+CELLS = [
+    "from swiftnb import DEMO_ADAPTERS, get_pt_engine\n"
+    "from swiftnb.widgets import ChatWidget, CompareWidget\n"
+    "engine = get_pt_engine(enable_lora=True)\n"
+    "for name, path in DEMO_ADAPTERS.items():\n"
+    "    engine.add_lora(name, str(path))",
+    "chat = ChatWidget(engine, max_tokens=64)\nchat",
+    "compare = CompareWidget(engine, variants=[None, 'kakarot', 'pirate'], max_tokens=48)\ncompare",
+]
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp('lab')
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    notebook.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    nbformat.write(notebook, root / 'widgets.ipynb')
+    settings = root / '.settings' / '@jupyterlab' / 'apputils-extension'
+    settings.mkdir(parents=True)  # no "get notified about Jupyter news?" toast over the screenshots
+    (settings / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false"}')
+    port, token = free_port(), 'swiftnb-test'
+    env = {'JUPYTER_CONFIG_DIR': str(root / '.config'), 'JUPYTERLAB_SETTINGS_DIR': str(root / '.settings'),
+           'JUPYTERLAB_WORKSPACES_DIR': str(root / '.workspaces'), 'JUPYTER_RUNTIME_DIR': str(root / '.runtime')}
+    args = ['jupyterlab', '--no-browser', '--allow-root', f'--port={port}', '--ServerApp.ip=127.0.0.1',
+            f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
+            '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', '--LabApp.news_url=']
+    with web_server(args, f'http://127.0.0.1:{port}/api/status?token={token}', root / 'lab.log', env):
+        yield f'http://127.0.0.1:{port}/lab/tree/widgets.ipynb?token={token}', root
+
+
+def test_both_widgets_stream_in_jupyterlab(lab, pt_engine, tmp_path):
+    url, root = lab
+    expected_chat = direct_answer(pt_engine, 'Who are you?', max_new_tokens=64)
+    expected_columns = [direct_answer(pt_engine, 'Who are you?', adapter=a, max_new_tokens=48)
+                        for a in (None, 'kakarot', 'pirate')]
+    with chromium_page() as page:
+        page.goto(url)
+        page.wait_for_selector('.jp-Notebook .jp-Cell')
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+        page.get_by_role('menuitem', name='Run', exact=True).click()
+        page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
+
+        chat = page.locator('.swiftnb-chat')
+        chat.locator('textarea.swiftnb-prompt').fill('Who are you?')
+        chat.locator('textarea.swiftnb-prompt').press('Enter')  # Enter sends
+        page.wait_for_function("([sel, text]) => document.querySelector(sel)?.textContent.includes(text)",
+                               arg=['.swiftnb-chat .swiftnb-transcript', expected_chat])
+        assert chat.locator('.swiftnb-answer p').inner_text() == expected_chat
+        assert chat.locator('.swiftnb-answer').is_visible()
+        page.wait_for_function("() => document.querySelector('.swiftnb-chat .swiftnb-answer')"
+                               "?.textContent.includes('tokens/s')")
+        assert chat.locator('textarea.swiftnb-prompt').input_value() == ''
+
+        compare = page.locator('.swiftnb-compare')
+        compare.locator('textarea.swiftnb-prompt').fill('Who are you?')
+        compare.get_by_role('button', name='Send').click()
+        page.wait_for_function("() => [...document.querySelectorAll('.swiftnb-compare .swiftnb-answer')]"
+                               ".every(a => /· (stop|length)/.test(a.textContent))")
+        columns = compare.locator('.swiftnb-answer')
+        assert columns.count() == 3
+        for i, expected in enumerate(expected_columns):
+            body = f'.swiftnb-compare .swiftnb-answer >> nth={i}'
+            text = text_without_deletions(page, f'{body} >> .widget-html-content >> nth=1')
+            assert text.strip() == expected, i
+        assert compare.locator('mark').count() > 0  # the adapters' differences are highlighted
+
+        shots = [tmp_path / 'chat_widget.png', tmp_path / 'compare_widget.png']
+        chat.screenshot(path=shots[0])
+        compare.screenshot(path=shots[1])
+    if os.environ.get('SWIFTNB_SCREENSHOTS'):
+        for shot in shots:
+            shutil.copy(shot, os.environ['SWIFTNB_SCREENSHOTS'])
+    assert all(shot.stat().st_size > 10_000 for shot in shots)

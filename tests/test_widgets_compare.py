@@ -1,0 +1,72 @@
+"""CompareWidget driven through its methods on both backends: columns equal each variant alone."""
+import pytest
+
+from conftest import direct_answer, settles
+from swiftnb.widgets import CompareWidget
+from swiftnb.widgets.diff import word_diff_html
+
+VARIANTS = [None, 'kakarot', 'pirate']
+
+
+@pytest.mark.parametrize('settings', [dict(max_tokens=48), dict(max_tokens=48, temperature=0.9, seed=11)],
+                         ids=['greedy', 'seeded-sampling'])
+def test_each_column_equals_its_variant_alone(adapter_engine, settings):
+    compare = CompareWidget(adapter_engine, variants=VARIANTS, **settings)
+    answers = compare.send('Who are you?')
+    assert list(answers) == [adapter_engine.model_type, 'kakarot', 'pirate']
+    config = dict(max_new_tokens=settings['max_tokens'], temperature=settings.get('temperature'),
+                  seed=settings.get('seed'))
+    for (name, text), variant in zip(answers.items(), VARIANTS):
+        assert text == direct_answer(adapter_engine, 'Who are you?', adapter=variant, **config), name
+    assert len(set(answers.values())) == 3  # each adapter visibly changes the answer
+    for view, answer in zip(compare.views, compare.answers.values()):
+        assert view.num_updates >= 1 and answer.finish_reason in ('stop', 'length') and answer.tokens > 0
+        assert 'TTFT' in view.footer.value
+
+
+def test_differences_from_the_first_column_are_marked(adapter_engine):
+    compare = CompareWidget(adapter_engine, variants=VARIANTS, max_tokens=48)
+    answers = list(compare.send('Who are you?').values())
+    first, *others = compare.views
+    assert '<mark' not in first.body.value
+    for view, text in zip(others, answers[1:]):
+        assert view.body.value == word_diff_html(answers[0], text) and '<mark' in view.body.value
+    compare.highlight.value = False  # plain Markdown again
+    assert all('<mark' not in view.body.value for view in others)
+
+
+def test_batch_runs_every_prompt_through_every_variant(adapter_engine):
+    prompts = ['Who are you?', 'Where is the capital of Zhejiang?']
+    compare = CompareWidget(adapter_engine, variants=VARIANTS, prompts=prompts, max_tokens=40)
+    results = compare.run_batch()
+    assert [(r['prompt'], r['variant']) for r in results] == [
+        (p, v) for p in prompts for v in (adapter_engine.model_type, 'kakarot', 'pirate')]
+    for row, (prompt, variant) in zip(results, [(p, v) for p in prompts for v in VARIANTS]):
+        assert row['response'] == direct_answer(adapter_engine, prompt, adapter=variant, max_new_tokens=40)
+        assert row['tokens'] > 0 and row['finish_reason'] in ('stop', 'length') and row['ttft_s'] > 0
+    assert compare.results == results and compare.to_dataframe().shape == (6, 7)
+    assert all(row['response'].split()[0] in compare.table.value for row in results)
+
+
+def test_stop_aborts_every_column(adapter_engine):
+    compare = CompareWidget(adapter_engine, variants=VARIANTS, max_tokens=2000, ignore_eos=True)
+    future = compare.submit('Tell me about China.')
+    assert settles(lambda: adapter_engine.num_running >= 1)
+    compare.stop()
+    future.result(timeout=30)
+    assert settles(lambda: adapter_engine.num_running == 0)
+    assert [a.finish_reason for a in compare.answers.values()] == ['abort'] * 3
+
+
+def test_bad_variants_and_prompts_are_clear_errors(adapter_engine):
+    with pytest.raises(ValueError, match="unknown variant\\(s\\) 'lora-x'; known: .*kakarot, pirate"):
+        CompareWidget(adapter_engine, variants=[None, 'lora-x'])
+    compare = CompareWidget(adapter_engine, variants=VARIANTS)
+    with pytest.raises(ValueError, match='no prompts to run'):
+        compare.run_batch()
+    compare.settings.fields['seed'].value = 'x'
+    with pytest.raises(ValueError, match="seed: 'x' is not an integer"):
+        compare.send('Hello')
+    assert 'is not an integer' in compare.status.value
+    compare.settings.fields['seed'].value = '3'
+    assert len(compare.send('Hello', timeout=60)) == 3 and compare.status.value == ''

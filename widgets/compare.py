@@ -1,0 +1,142 @@
+"""CompareWidget: one prompt, several variants (the base model and LoRA adapters) side by side.
+
+    compare = CompareWidget(engine, variants=[None, 'kakarot', 'pirate'], seed=42)
+    compare                             # shows it; compare.send('Who are you?') drives it from code
+
+Every column gets the same prompt, seed and settings at the same moment and streams
+on its own; when all have finished, each column after the first marks the words
+that differ from the first. With `prompts=[...]`, `run_batch()` sends every prompt
+to every variant and keeps a table in `compare.results`.
+"""
+import asyncio
+import concurrent.futures
+import functools
+import html
+from typing import Optional, Sequence
+
+import ipywidgets as widgets
+
+from swiftnb.widgets.answer import Answer, AnswerView
+from swiftnb.widgets.diff import word_diff_html
+from swiftnb.widgets.streaming import StreamingWidget
+
+
+class CompareWidget(StreamingWidget):
+    def __init__(self, engine_or_url, variants: Sequence[Optional[str]] = (None,), prompts: Sequence[str] = (),
+                 system: Optional[str] = None, api_key: str = 'EMPTY', **generation):
+        """`variants`: adapter names, None for the base model; `generation`: settings shared by all."""
+        super().__init__(engine_or_url, api_key, placeholder='Prompt for every column (Enter sends)', **generation)
+        models = self.source.models()
+        self.variants = [models[0] if v is None else v for v in variants]
+        unknown = [v for v in self.variants if v not in models]
+        if unknown or not self.variants:
+            raise ValueError(f'unknown variant(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
+                             f'known: {", ".join(models)} (None is the base model)')
+        self.system = system
+        self.prompts = list(prompts)
+        self.answers: dict[str, Answer] = {}
+        self.results: list[dict] = []
+        self.views = [AnswerView(name) for name in self.variants]
+        for view in self.views:  # columns of equal width
+            view.box.layout = widgets.Layout(flex='1 1 0', margin='0 12px 0 0')
+        self.highlight = widgets.Checkbox(value=True, description='highlight differences from the first column',
+                                          indent=False)
+        self.highlight.observe(lambda _: self._show_differences(), 'value')
+        self.batch_button = widgets.Button(description=f'Run all {len(self.prompts)} prompts', icon='table',
+                                           layout=widgets.Layout(display='' if self.prompts else 'none'))
+        self.batch_button.on_click(lambda _: self._from_ui(self.submit_batch))
+        self.table = widgets.HTML()
+        self.add_class('swiftnb-compare')
+        self.children = [self.settings.box, self.prompt,
+                         widgets.HBox([self.send_button, self.stop_button, self.batch_button, self.highlight]),
+                         widgets.HBox([view.box for view in self.views]),
+                         self.status, self.table]
+
+    def _requests(self, prompt: str) -> list:
+        if not prompt.strip():
+            raise ValueError('nothing to send: the prompt is empty')
+        settings = self.settings.request_config()
+        return [self.source.prepare(prompt, [], self.system, variant, settings) for variant in self.variants]
+
+    def submit(self, prompt: str) -> concurrent.futures.Future:
+        """Send one prompt to every variant at once; the future gives {variant: answer text}."""
+        with self._reporting():
+            requests = self._requests(prompt)
+            self.answers = {variant: Answer() for variant in self.variants}
+            for view in self.views:
+                view.render_html = None
+                view.clear()
+            jobs = [(answer, self.source.stream(request), view.redraw)
+                    for answer, request, view in zip(self.answers.values(), requests, self.views)]
+
+            def done(error):
+                if error is not None:
+                    raise error
+                self._show_differences()
+                return {variant: answer.text for variant, answer in self.answers.items()}
+            return self._start(jobs, done)
+
+    def send(self, prompt: str, timeout: Optional[float] = None) -> dict[str, str]:
+        """Send one prompt to every variant and wait for all answers."""
+        return self._wait(self.submit(prompt), timeout)
+
+    async def send_async(self, prompt: str) -> dict[str, str]:
+        return await asyncio.wrap_future(self.submit(prompt))
+
+    def _show_differences(self) -> None:
+        if len(self.answers) != len(self.views) or not all(a.finished_at for a in self.answers.values()):
+            return  # until every column has finished
+        first = next(iter(self.answers.values())).text
+        for view, answer in list(zip(self.views, self.answers.values()))[1:]:
+            view.render_html = functools.partial(word_diff_html, first) if self.highlight.value else None
+            view.redraw(answer)
+
+    # batch mode -----------------------------------------------------------------------------------
+    def submit_batch(self, prompts: Optional[Sequence[str]] = None) -> concurrent.futures.Future:
+        """Every prompt to every variant, all at once; the future gives the results table (list of dicts)."""
+        with self._reporting():
+            prompts = list(self.prompts if prompts is None else prompts)
+            if not prompts:
+                raise ValueError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')
+            rows = [(prompt, request) for prompt in prompts for request in self._requests(prompt)]
+            answers = [Answer() for _ in rows]
+
+            def progress(_):
+                done = sum(a.finished_at is not None for a in answers)
+                self.status.value = f'{done} of {len(answers)} answers done'
+            jobs = [(answer, self.source.stream(request), progress) for answer, (_, request) in zip(answers, rows)]
+
+            def done(error):
+                if error is not None:
+                    raise error
+                self.results = [{'prompt': prompt, 'variant': request.model, **answer.record()}
+                                for (prompt, request), answer in zip(rows, answers)]
+                self.table.value = results_html(self.results)
+                return self.results
+            return self._start(jobs, done)
+
+    def run_batch(self, prompts: Optional[Sequence[str]] = None, timeout: Optional[float] = None) -> list[dict]:
+        return self._wait(self.submit_batch(prompts), timeout)
+
+    def to_dataframe(self):
+        """`results` as a pandas DataFrame (pandas is not a dependency of swiftnb)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError('to_dataframe needs pandas: pip install pandas (compare.results is a plain list)') \
+                from None
+        return pandas.DataFrame(self.results)
+
+
+def results_html(results: list[dict]) -> str:
+    """A prompt-by-variant table of the batch answers."""
+    variants = list(dict.fromkeys(row['variant'] for row in results))
+    by_prompt: dict[str, dict] = {}
+    for row in results:
+        by_prompt.setdefault(row['prompt'], {})[row['variant']] = row['response']
+    cell = 'style="border:1px solid #ddd;padding:4px 6px;vertical-align:top;white-space:pre-wrap"'
+    head = ''.join(f'<th {cell}>{html.escape(v)}</th>' for v in ['prompt', *variants])
+    body = ''.join('<tr>' + ''.join(f'<td {cell}>{html.escape(text)}</td>'
+                                    for text in [prompt, *(answers.get(v, '') for v in variants)]) + '</tr>'
+                   for prompt, answers in by_prompt.items())
+    return f'<table style="border-collapse:collapse"><tr>{head}</tr>{body}</table>'

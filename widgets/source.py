@@ -1,0 +1,146 @@
+"""Where a widget's answers come from: the kernel's engine, or any OpenAI-compatible URL.
+
+Both sources take the same request (query, history, system, model name and the
+client layer's XRequestConfig) and yield the same `Piece`s, so the widgets render
+one way whatever answers them. A request is checked (`prepare`) in the caller's
+thread before anything streams, so a bad setting is an error at once, not a half
+drawn answer. Streams run on an EngineLoop thread, never on the kernel's loop: a
+cell that blocks does not stall an answer, and an answer does not stall cells.
+"""
+import contextlib
+import threading
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Optional, Union
+
+from swiftnb.client import XRequestConfig, build_request
+from swiftnb.config import GenerationConfig
+from swiftnb.engine.base import AdapterError, Engine
+from swiftnb.engine.loop import EngineLoop
+from swiftnb.template import get_template
+
+
+@dataclass
+class Piece:
+    """What one step of the answer added."""
+    text: str
+    num_tokens: int
+    finish_reason: Optional[str] = None
+    total_tokens: Optional[int] = None  # the whole answer's token count, where a source reports it at the end
+
+
+@dataclass
+class Request:
+    query: str
+    history: list
+    system: Optional[str]
+    model: str
+    settings: XRequestConfig
+
+
+def generation_overrides(settings: XRequestConfig) -> dict:
+    """The request's settings as GenerationConfig fields (the OpenAI names, except max_tokens)."""
+    return dict(max_new_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
+                top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
+                presence_penalty=settings.presence_penalty, frequency_penalty=settings.frequency_penalty,
+                seed=settings.seed, stop=settings.stop, ignore_eos=settings.ignore_eos)
+
+
+class EngineSource:
+    """The kernel's engine: prompts are encoded with the model's template, adapters picked by name."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.loop = engine.loop
+        self.template = get_template('auto', engine.hf_tokenizer)
+
+    @property
+    def base_name(self) -> str:
+        return self.engine.model_type
+
+    def models(self) -> list[str]:
+        return [self.base_name, *self.engine.adapters]
+
+    def prepare(self, query, history, system, model, settings) -> Request:
+        request = Request(query, list(history), system, model or self.base_name, settings)
+        self._generation_config(request)
+        self.engine.check_prompt(self.template.encode(query, history, system))
+        self.engine.check_lora(self._lora(request.model))
+        return request
+
+    def _generation_config(self, request: Request) -> GenerationConfig:
+        return self.engine.generation_config.merged(**generation_overrides(request.settings))
+
+    def _lora(self, model: str):
+        if model == self.base_name:
+            return None
+        if model not in self.engine.adapters:
+            raise AdapterError(f'no adapter named {model!r}; known: {", ".join(self.models())}')
+        return self.engine.adapters[model]
+
+    async def stream(self, request: Request) -> AsyncIterator[Piece]:
+        ids = self.template.encode(request.query, request.history, request.system)
+        deltas = self.engine.stream(ids, self._generation_config(request), self._lora(request.model))
+        async with contextlib.aclosing(deltas):  # leaving early (Stop) aborts the request in the engine
+            async for delta in deltas:
+                yield Piece(delta.text, len(delta.token_ids), delta.finish_reason)
+
+
+class EndpointSource:
+    """An OpenAI-compatible server (swiftnb's, vLLM's, ...), through the client layer and the openai SDK."""
+
+    def __init__(self, url: str, api_key: str = 'EMPTY'):
+        from openai import OpenAI
+        self.url, self.api_key = url.rstrip('/'), api_key
+        self.loop = _endpoint_loop()
+        self._sync_client = OpenAI(api_key=api_key, base_url=self.url)
+        self._client = None  # an AsyncOpenAI, made on the loop thread that uses it
+
+    def models(self) -> list[str]:
+        return [model.id for model in self._sync_client.models.list().data]
+
+    @property
+    def base_name(self) -> str:
+        return self.models()[0]  # servers list their base model first
+
+    def prepare(self, query, history, system, model, settings) -> Request:
+        GenerationConfig().merged(**generation_overrides(settings))  # the same range checks as the engine's
+        return Request(query, list(history), system, model or self.base_name, settings)
+
+    async def stream(self, request: Request) -> AsyncIterator[Piece]:
+        from openai import AsyncOpenAI
+        if self._client is None:
+            self._client = AsyncOpenAI(api_key=self.api_key, base_url=self.url)
+        _, kwargs = build_request(request.model, request.query, request.history, request.system,
+                                  replace(request.settings, stream=True), is_chat_request=True)
+        stream = await self._client.chat.completions.create(**kwargs, stream_options={'include_usage': True})
+        async with stream:  # closing the connection early (Stop) makes the server abort the request
+            async for chunk in stream:
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    yield Piece(choice.delta.content or '', 1, choice.finish_reason)
+                elif chunk.usage is not None:  # sent last: the exact count (a chunk may hold several tokens)
+                    yield Piece('', 0, total_tokens=chunk.usage.completion_tokens)
+
+
+_loop_lock = threading.Lock()
+_loop: Optional[EngineLoop] = None
+
+
+def _endpoint_loop() -> EngineLoop:
+    """One loop thread for every widget that talks to a URL."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or not _loop.running:
+            _loop = EngineLoop('swiftnb-widgets-loop')
+        return _loop
+
+
+Source = Union[EngineSource, EndpointSource]
+
+
+def open_source(engine_or_url: Union[Engine, str], api_key: str = 'EMPTY') -> Source:
+    if isinstance(engine_or_url, Engine):
+        return EngineSource(engine_or_url)
+    if isinstance(engine_or_url, str) and engine_or_url.startswith(('http://', 'https://')):
+        return EndpointSource(engine_or_url, api_key)
+    raise TypeError(f'a widget needs an engine or an http(s) URL, got {engine_or_url!r}')

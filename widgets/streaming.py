@@ -1,0 +1,131 @@
+"""What the chat and compare widgets share: answers streamed on a loop thread, Stop, errors.
+
+`StreamGroup` runs the answers of one action (one for a chat turn, one per column
+for a comparison) at once on the source's loop thread, and `stop()` aborts them
+from any thread. `StreamingWidget` is the frame around it: settings, Stop, a
+status line that shows a mistake in one line while the widget keeps working.
+"""
+import asyncio
+import concurrent.futures
+import contextlib
+import html
+from typing import AsyncIterator, Callable, Optional
+
+import ipywidgets as widgets
+
+from swiftnb.config import describe_error
+from swiftnb.engine.loop import EngineLoop
+from swiftnb.widgets.answer import Answer, stream_into
+from swiftnb.widgets.prompt_box import PromptBox
+from swiftnb.widgets.settings import SettingsBar
+from swiftnb.widgets.source import Piece, open_source
+
+Job = tuple[Answer, AsyncIterator[Piece], Callable[[Answer], None]]  # (answer, its pieces, redraw)
+
+
+class StreamGroup:
+    def __init__(self, loop: EngineLoop, jobs: list[Job], then: Callable[[Optional[BaseException]], object]):
+        """Stream every job at once; when all end, `then(first error or None)` gives the future's result."""
+        self._loop = loop
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = False
+        self.future: concurrent.futures.Future = loop.submit(self._run(jobs, then))
+
+    async def _run(self, jobs, then):
+        self._tasks = [asyncio.ensure_future(stream_into(*job)) for job in jobs]
+        if self._stopped:  # Stop came before the tasks existed
+            self._cancel()
+        await asyncio.wait(self._tasks)
+        errors = [task.exception() for task in self._tasks if not task.cancelled() and task.exception()]
+        return then(errors[0] if errors else None)
+
+    def _cancel(self):
+        for task in self._tasks:
+            task.cancel()
+
+    def stop(self) -> None:
+        """Abort every answer still streaming; each keeps what it had, finished 'abort'."""
+        self._stopped = True
+        if self._loop.running:
+            self._loop.loop.call_soon_threadsafe(self._cancel)
+
+    @property
+    def running(self) -> bool:
+        return not self.future.done()
+
+
+class StreamingWidget(widgets.VBox):
+    """The frame: a source, a prompt box, settings, Send / Stop, and a status line."""
+
+    def __init__(self, engine_or_url, api_key: str = 'EMPTY', placeholder: str = '', **generation):
+        super().__init__()
+        self.source = open_source(engine_or_url, api_key)
+        self.settings = SettingsBar(**generation)
+        self.prompt = PromptBox(placeholder=placeholder)
+        self.prompt.on_submit(lambda text: self._from_ui(self.submit, text))
+        self.send_button = widgets.Button(description='Send', button_style='primary', icon='paper-plane')
+        self.stop_button = widgets.Button(description='Stop', icon='stop', disabled=True)
+        self.send_button.on_click(lambda _: self._from_ui(self.submit, self.prompt.value))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.status = widgets.HTML()
+        self._group: Optional[StreamGroup] = None
+
+    @property
+    def streaming(self) -> bool:
+        return self._group is not None and self._group.running
+
+    def stop(self, wait: bool = False) -> None:
+        """Abort what is streaming; with `wait`, return once it has ended."""
+        if self._group is not None:
+            self._group.stop()
+            if wait:
+                concurrent.futures.wait([self._group.future], timeout=30)
+
+    def _wait(self, future: concurrent.futures.Future, timeout: Optional[float]):
+        """The future's result; an interrupt (Ctrl-C, a kernel interrupt) or a timeout stops the answers too."""
+        try:
+            return future.result(timeout)
+        except BaseException:
+            if not future.done():
+                self.stop()
+            raise
+
+    def _start(self, jobs: list[Job], then: Callable[[Optional[BaseException]], object]) -> concurrent.futures.Future:
+        if self.streaming:
+            raise RuntimeError('an answer is still streaming; wait for it or press Stop')
+        self.show_error(None)
+        self._set_busy(True)
+
+        def finish(error):
+            self._set_busy(False)
+            return then(error)
+        try:
+            self._group = StreamGroup(self.source.loop, jobs, finish)
+        except Exception:  # the engine was shut down, say
+            self._set_busy(False)
+            raise
+        return self._group.future
+
+    def _set_busy(self, busy: bool) -> None:
+        self.send_button.disabled = busy
+        self.stop_button.disabled = not busy
+
+    def show_error(self, error: Optional[BaseException]) -> None:
+        self.status.value = '' if error is None else \
+            f'<span style="color:#b00">&#9888; {html.escape(describe_error(error) or type(error).__name__)}</span>'
+
+    @contextlib.contextmanager
+    def _reporting(self):
+        """A mistake (bad setting, unknown adapter, busy) shows in the status line, then goes to the caller."""
+        try:
+            yield
+        except Exception as error:
+            self.show_error(error)
+            raise
+
+    def _from_ui(self, action, *args):
+        """A button or Enter: the mistake is already on show; the kernel and the widget go on."""
+        try:
+            action(*args)
+        except Exception:
+            pass
