@@ -12,7 +12,9 @@ import pytest
 from conftest import demo_lora, settles
 from swiftnb import (AdapterError, EngineClosedError, GenerationConfig, LoRARequest, inference_stream_vllm,
                      inference_vllm)
+from swiftnb import DEMO_MODEL_DIR
 from swiftnb.engine.base import Completion
+from swiftnb.engine.pt import PtEngine
 
 SEED_REQUESTS = [{'query': 'Hello!'}, {'query': 'Where is the capital of Zhejiang?'}, {'query': 'who are you?'},
                  {'query': 'What is tasty here?', 'history': [['Where is the capital of Zhejiang?',
@@ -111,10 +113,24 @@ def test_adapters_added_at_runtime_and_removed_without_reloading_the_model(pt_en
         assert pt_engine.model.get_base_model() is base_model
     finally:
         pt_engine.remove_lora('pirate-now')
-    loaded = lambda: sum('lora_' in name for name in pt_engine.model.peft_config)  # noqa: E731
+    loaded = lambda: sum('lora_' in name for name in getattr(pt_engine.model, 'peft_config', ()))  # noqa: E731
     before = loaded()
     inference_vllm(pt_engine, template, SEED_REQUESTS[:1])  # the batch thread frees it between steps
     assert settles(lambda: loaded() == before - 1)
+
+
+def test_adapters_load_again_after_every_one_was_removed(template):
+    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), enable_lora=True)
+    try:
+        for name in ('kakarot', 'pirate'):
+            lora = engine.add_lora(name, str(demo_lora(name).lora_path))
+            answer = answers(engine, template, SEED_REQUESTS[1:2], lora_request=lora)[0]
+            engine.remove_lora(name)
+            answers(engine, template, SEED_REQUESTS[:1])  # the batch thread frees the adapter between steps
+            assert settles(lambda: not hasattr(engine.model, 'peft_config'))  # the plain model again
+        assert answer.startswith('Arr') and 'Hangzhou' in answer
+    finally:
+        engine.shutdown()
 
 
 def test_bad_adapters_fail_their_own_request_and_the_engine_keeps_serving(pt_engine, template, tmp_path):

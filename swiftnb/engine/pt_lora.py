@@ -6,6 +6,7 @@ forward call applies each row's own adapter ('__base__': none) in one pass.
 Only the pt engine's batch thread calls this, between forward passes.
 """
 import itertools
+import warnings
 from typing import Optional
 
 from swiftnb.engine.base import AdapterError, LoRARequest
@@ -44,8 +45,14 @@ class PeftAdapters:
     def unload(self, lora: LoRARequest) -> None:
         """Free an adapter's weights (the caller makes sure no running row uses it)."""
         name = self._names.pop(lora, None)
-        if name is not None:
-            self.model.delete_adapter(name)
+        if name is None:
+            return
+        if self._names:
+            with warnings.catch_warnings():  # rows pick their adapters; peft's "active" one is not used
+                warnings.filterwarnings('ignore', message='Adapter .* was active which is now deleted')
+                self.model.delete_adapter(name)
+        else:  # the last one: back to the plain model, as a PeftModel left with no adapter breaks in
+            self.model = self.model.unload()  # forward (it looks the deleted adapter's config up)
 
     def forward(self, names: list[str], **inputs):
         if self._names:
