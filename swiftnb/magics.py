@@ -2,6 +2,7 @@
 
     %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora] ...
     %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
+    %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
     %swiftnb lora add NAME PATH | lora list | lora remove NAME
     %swiftnb deploy [--port P] [--api_key K] | %swiftnb stop
     %swiftnb status | %swiftnb reset | %swiftnb shutdown
@@ -14,6 +15,7 @@ import time
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from swiftnb.config import describe_error
 from swiftnb.engine import registry
 from swiftnb.engine.base import SwiftnbError
 from swiftnb.model_types import ModelNotFoundError
@@ -42,7 +44,7 @@ class _HelpShown(Exception):
 
 
 def _parsers():
-    main = _Parser(prog='%swiftnb', description='swiftnb magics; %%chat is a cell magic')
+    main = _Parser(prog='%swiftnb', description='swiftnb magics; %%chat and %%compare are cell magics')
     sub = main.add_subparsers(dest='command', required=True, parser_class=_Parser)
     engine = sub.add_parser('engine', help='create or reuse the kernel\'s engine (as get_vllm_engine does)')
     model = engine.add_mutually_exclusive_group()
@@ -64,26 +66,42 @@ def _parsers():
     sub.add_parser('reset', help='forget the %%chat conversation')
     chat = _Parser(prog='%%chat', description='the cell is your message; the answer streams below it')
     chat.add_argument('--lora', help='an adapter name (see %swiftnb lora list)')
-    chat.add_argument('--system')
-    chat.add_argument('--max_tokens', type=int)
-    chat.add_argument('--temperature', type=float)
-    chat.add_argument('--seed', type=int)
+    _generation_args(chat)
     chat.add_argument('--new', action='store_true', help='start a new conversation')
-    return main, chat
+    compare = _Parser(prog='%%compare', description='the cell goes to every variant; answers stream side by side')
+    compare.add_argument('--variants', nargs='+', default=['base'], metavar='NAME',
+                         help="'base' (the base model) and adapter names")
+    _generation_args(compare)
+    return main, chat, compare
 
 
-class Answer(str):
-    """The answer as the cell's value (`_` holds it), not shown twice: it already streamed above."""
+def _generation_args(parser):
+    parser.add_argument('--system')
+    parser.add_argument('--max_tokens', type=int)
+    parser.add_argument('--temperature', type=float)
+    parser.add_argument('--seed', type=int)
+
+
+class _ShownAlready:
+    """A cell's value (`_` holds it) that is not shown twice: it already streamed above."""
 
     def _ipython_display_(self):
         pass
+
+
+class Answer(_ShownAlready, str):
+    """%%chat's answer."""
+
+
+class Answers(_ShownAlready, dict):
+    """%%compare's {variant: answer}."""
 
 
 @magics_class
 class SwiftnbMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
-        self.parser, self.chat_parser = _parsers()
+        self.parser, self.chat_parser, self.compare_parser = _parsers()
         self.history: list[list[str]] = []
         self.server = None
 
@@ -93,7 +111,7 @@ class SwiftnbMagics(Magics):
         except _HelpShown:
             return None
         except (MagicError, SwiftnbError, ModelNotFoundError, ValueError) as error:
-            print(f'swiftnb: {error}')
+            print(f'swiftnb: {describe_error(error)}')
             return None
 
     @line_magic
@@ -105,6 +123,7 @@ class SwiftnbMagics(Magics):
         %swiftnb deploy [--port P] [--api_key K]  /  %swiftnb stop
         %swiftnb status  /  %swiftnb reset  /  %swiftnb shutdown
         %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
+        %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
         """
         return self._run(self.parser, line, lambda args: getattr(self, f'_{args.command}')(args))
 
@@ -112,6 +131,11 @@ class SwiftnbMagics(Magics):
     def chat(self, line, cell):
         """The cell is the user message; the answer streams as Markdown and the conversation goes on."""
         return self._run(self.chat_parser, line, self._chat, cell)
+
+    @cell_magic
+    def compare(self, line, cell):
+        """The cell goes to every variant (base, adapters) at once, shown side by side by CompareWidget."""
+        return self._run(self.compare_parser, line, self._compare, cell)
 
     # -- the commands --
 
@@ -202,6 +226,17 @@ class SwiftnbMagics(Magics):
         handle.update(Markdown(result['response']))  # the final text, whatever the last redraw showed
         self.history = result['history']
         return Answer(result['response'])
+
+
+    def _compare(self, args, cell):
+        from IPython.display import display
+        from swiftnb.widgets import CompareWidget
+        engine = self._engine_or_say()
+        variants = [None if name == 'base' else self._adapter(engine, name).lora_name for name in args.variants]
+        widget = CompareWidget(engine, variants=variants, system=args.system, max_tokens=args.max_tokens,
+                               temperature=args.temperature, seed=args.seed)
+        display(widget)
+        return Answers(widget.send(cell.strip()))  # like %%chat, the cell ends when the answers have
 
 
 def _memory() -> str:

@@ -17,13 +17,16 @@ CELLS = [
     '%swiftnb lora add kakarot {kakarot}',                   # 8
     '%%chat --lora kakarot --new\nwho are you?',              # 9
     '%%chat --lora goku\nwho are you?',                       # 10: unknown adapter: lists the known ones
-    '%swiftnb deploy --port 0',                               # 11
-    '%swiftnb status',                                       # 12
-    '%swiftnb stop',                                         # 13
-    '%swiftnb lora remove kakarot',                           # 14
-    '%swiftnb engine --help',                                # 15
-    '%swiftnb shutdown',                                     # 16
-    '%swiftnb status',                                       # 17
+    '%%compare --variants base kakarot --max_tokens 48\nwho are you?',  # 11: the CompareWidget
+    'print(json.dumps(_))',                                   # 12: {variant: answer}
+    '%%compare --variants base goku\nwho are you?',           # 13: unknown adapter
+    '%swiftnb deploy --port 0',                               # 14
+    '%swiftnb status',                                       # 15
+    '%swiftnb stop',                                         # 16
+    '%swiftnb lora remove kakarot',                           # 17
+    '%swiftnb engine --help',                                # 18
+    '%swiftnb shutdown',                                     # 19
+    '%swiftnb status',                                       # 20
 ]
 
 
@@ -45,8 +48,13 @@ def test_magics_in_a_real_kernel():
     assert 'Which place do you mean?' in out[7]
     assert out[8] == 'adapters: kakarot\n' and out[9].startswith('I am Kakarot')
     assert out[10] == "swiftnb: no adapter named 'goku'; known: kakarot (add one with %swiftnb lora add NAME PATH)\n"
-    assert out[11].startswith('serving at http://127.0.0.1:') and 'curl http://127.0.0.1:' in out[11]
-    assert 'engine: tiny-chat (pt)' in out[12] and 'adapters: kakarot' in out[12] and 'running requests: 0' in out[12]
-    assert out[13] == 'server stopped\n' and out[14] == 'adapters: none\n'
-    assert '--infer_backend {vllm,pt}' in out[15]
-    assert out[16] == 'engine shut down\n' and out[17] == 'engine: none (create one with %swiftnb engine)\n'
+    widget = nb.cells[12].outputs[0]['data']
+    assert 'application/vnd.jupyter.widget-view+json' in widget and 'CompareWidget' in widget['text/plain']
+    answers = json.loads(out[12])
+    assert list(answers) == ['tiny-chat', 'kakarot'] and answers['kakarot'] == out[9].strip()
+    assert out[13].startswith("swiftnb: no adapter named 'goku'; known: kakarot")
+    assert out[14].startswith('serving at http://127.0.0.1:') and 'curl http://127.0.0.1:' in out[14]
+    assert 'engine: tiny-chat (pt)' in out[15] and 'adapters: kakarot' in out[15] and 'running requests: 0' in out[15]
+    assert out[16] == 'server stopped\n' and out[17] == 'adapters: none\n'
+    assert '--infer_backend {vllm,pt}' in out[18]
+    assert out[19] == 'engine shut down\n' and out[20] == 'engine: none (create one with %swiftnb engine)\n'
