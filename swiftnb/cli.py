@@ -3,9 +3,9 @@
     swiftnb infer  [model flags] [generation flags] [--val_dataset FILE.jsonl]
     swiftnb deploy [model flags] [--lora_modules name=path ...] [--port P]
     swiftnb export --ckpt_dir LORA_DIR --merge_lora true [--output_dir DIR]
+    swiftnb app-ui [model flags] [generation flags] [--host H] [--port P]
 
 Model flags: --model_type T | --model_id_or_path P | --ckpt_dir C, --infer_backend vllm|pt, ...
-(`app-ui` is not built yet: it says so.)
 """
 import argparse
 import json
@@ -17,6 +17,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
+from swiftnb.config import describe_error
 from swiftnb.engine.base import SwiftnbError
 from swiftnb.model_types import ModelNotFoundError, resolve_checkpoint
 
@@ -131,13 +132,19 @@ def export(args) -> int:
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM, so that the command can stop its server and engine in order."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
 def deploy(args) -> int:
     from swiftnb.server import BackgroundServer, background
     lora_modules = background.parse_lora_modules(args.lora_modules)
     engine, loras = build_engine(args, lora_modules)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _stop_on_signals()
     server = BackgroundServer(engine, host=args.host, port=args.port, api_key=args.api_key,
                               served_model_name=args.served_model_name, lora_modules=loras)
     names = ', '.join([args.served_model_name or engine.model_type, *engine.adapters])
@@ -147,6 +154,30 @@ def deploy(args) -> int:
     engine.shutdown()
     print('swiftnb: stopped', flush=True)
     return 0
+
+
+def app_ui(args) -> int:
+    """The engine behind a loopback server, and Voila serving a ChatWidget on it (see app_ui.py)."""
+    try:
+        import voila  # noqa: F401
+        import swiftnb.widgets  # noqa: F401
+    except ImportError as error:
+        raise UsageError(f'app-ui needs the notebook extras ({error.name} is missing): '
+                         "pip install 'swiftnb[notebook]'") from None
+    from swiftnb.app_ui import serve_app
+    from swiftnb.server import BackgroundServer
+    engine, loras = build_engine(args)
+    stop = _stop_on_signals()
+    server = BackgroundServer(engine, host='127.0.0.1', port=0, lora_modules=loras)
+    settings = dict(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    model = DEFAULT_LORA_NAME if DEFAULT_LORA_NAME in loras else None  # a LoRA --ckpt_dir opens on its adapter
+    try:
+        return serve_app(server.url, model, args.system, settings, args.host, args.port, stop)
+    finally:
+        server.stop()
+        engine.shutdown()
+        print('swiftnb: stopped', flush=True)
 
 
 def main(argv=None) -> int:
@@ -180,17 +211,18 @@ def main(argv=None) -> int:
     exp.add_argument('--quant_bits', type=int, default=0)
     exp.set_defaults(run=export)
 
-    commands.add_parser('app-ui', help='not built yet', add_help=False)
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == 'app-ui':
-        print('swiftnb: `app-ui` is not built yet; `swiftnb infer` chats in the terminal', file=sys.stderr)
-        return 2
-    if unknown:
-        parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+    app = commands.add_parser('app-ui', help='the chat in a browser tab (a ChatWidget served by Voila)')
+    _model_args(app)
+    _generation_args(app)
+    app.add_argument('--host', default='127.0.0.1')
+    app.add_argument('--port', type=int, default=7860)
+    app.set_defaults(run=app_ui)
+
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except (SwiftnbError, ModelNotFoundError, ValidationError) as error:  # the user's mistake: one line
-        print(f'swiftnb: {error}', file=sys.stderr)
+        print(f'swiftnb: {describe_error(error)}', file=sys.stderr)
         return 2
 
 

@@ -65,11 +65,6 @@ def test_seed_generation_model_examples(capsys):
     assert all(a.startswith(' Chengdu\nGuangdong -> Guangzhou\nJiangsu -> Nanjing') for a in answers)
 
 
-def test_commands_not_built_yet_say_so():
-    done = subprocess.run([SWIFTNB, 'app-ui', '--model_type', 'qwen-7b-chat'], capture_output=True, text=True)
-    assert done.returncode == 2 and 'not built yet' in done.stderr
-
-
 def test_bad_flag_is_named():
     done = subprocess.run([SWIFTNB, 'deploy', '--prot', '8000'], capture_output=True, text=True)
     assert done.returncode == 2 and '--prot' in done.stderr
