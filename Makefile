@@ -39,7 +39,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 test: setup
-	$(PY) -m pytest tests --nbval-lax notebooks $(PYTEST_ARGS)
+	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks $(PYTEST_ARGS)
 
 # The README's widget screenshots, taken by the browser test.
 screenshots: setup
