@@ -120,3 +120,17 @@ def test_the_same_widget_on_a_url_gives_the_same_answers(adapter_engine):
             chat.send('Hello')
     finally:
         server.stop()
+
+
+def test_cells_run_while_an_answer_streams_in_a_real_kernel():
+    import nbformat
+    from nbclient import NotebookClient
+    cells = ["from swiftnb import get_pt_engine\nfrom swiftnb.widgets import ChatWidget\n"
+             "chat = ChatWidget(get_pt_engine(), max_tokens=4000, ignore_eos=True)\nchat",
+             "future = chat.submit('Tell me about China.')",
+             "print('this cell ran while the answer streamed:', chat.streaming, not future.done())",
+             "chat.stop(wait=True)\nprint(chat.last_answer.finish_reason)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=300, kernel_name='python3').execute()
+    assert nb.cells[2].outputs[0]['text'] == 'this cell ran while the answer streamed: True True\n'
+    assert nb.cells[3].outputs[0]['text'].startswith('abort')
