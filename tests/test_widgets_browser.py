@@ -75,8 +75,7 @@ def test_both_widgets_stream_in_jupyterlab(lab, pt_engine, tmp_path):
         columns = compare.locator('.swiftnb-answer')
         assert columns.count() == 3
         for i, expected in enumerate(expected_columns):
-            body = f'.swiftnb-compare .swiftnb-answer >> nth={i}'
-            text = text_without_deletions(page, f'{body} >> .widget-html-content >> nth=1')
+            text = text_without_deletions(page, f'.swiftnb-compare .swiftnb-answer >> nth={i} >> .swiftnb-body')
             assert text.strip() == expected, i
         assert compare.locator('mark').count() > 0  # the adapters' differences are highlighted
 

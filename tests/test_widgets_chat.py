@@ -21,10 +21,10 @@ def test_two_turns_equal_the_engine_and_keep_the_seed_history(adapter_engine):
                                    system='You are a helpful assistant.', max_new_tokens=64)
     assert chat.history == [['Who are you?', first], ['What can you do?', second]]
     assert [m['role'] for m in chat.messages] == ['system', 'user', 'assistant', 'user', 'assistant']
-    assert chat.last_view.body.value == render_markdown(second)  # the final redraw shows the whole answer
+    assert chat.last_view.body_html == render_markdown(second)  # the final redraw shows the whole answer
     assert len(chat.transcript.children) == 2
     assert chat.last_answer.finish_reason == 'stop' and chat.last_answer.tokens > 0
-    assert 'tokens/s' in chat.last_view.footer.value and 'TTFT' in chat.last_view.footer.value
+    assert 'tokens/s' in chat.last_view.footer_html and 'TTFT' in chat.last_view.footer_html
 
 
 def test_an_adapter_and_seeded_sampling_equal_the_engine(adapter_engine):

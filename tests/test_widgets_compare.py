@@ -21,18 +21,18 @@ def test_each_column_equals_its_variant_alone(adapter_engine, settings):
     assert len(set(answers.values())) == 3  # each adapter visibly changes the answer
     for view, answer in zip(compare.views, compare.answers.values()):
         assert view.num_updates >= 1 and answer.finish_reason in ('stop', 'length') and answer.tokens > 0
-        assert 'TTFT' in view.footer.value
+        assert 'TTFT' in view.footer_html
 
 
 def test_differences_from_the_first_column_are_marked(adapter_engine):
     compare = CompareWidget(adapter_engine, variants=VARIANTS, max_tokens=48)
     answers = list(compare.send('Who are you?').values())
     first, *others = compare.views
-    assert '<mark' not in first.body.value
+    assert '<mark' not in first.body_html
     for view, text in zip(others, answers[1:]):
-        assert view.body.value == word_diff_html(answers[0], text) and '<mark' in view.body.value
+        assert view.body_html == word_diff_html(answers[0], text) and '<mark' in view.body_html
     compare.highlight.value = False  # plain Markdown again
-    assert all('<mark' not in view.body.value for view in others)
+    assert all('<mark' not in view.body_html for view in others)
 
 
 def test_batch_runs_every_prompt_through_every_variant(adapter_engine):

@@ -88,21 +88,23 @@ async def stream_into(answer: Answer, pieces: AsyncIterator[Piece],
 
 
 class AnswerView:
-    """An answer as Markdown with its figures underneath; counts its redraws (`num_updates`)."""
+    """An answer as Markdown with its figures underneath, in one HTML widget, so that a redraw is one
+    message to the frontend; counts its redraws (`num_updates`)."""
 
     def __init__(self, title: str = ''):
         self.title = widgets.HTML(f'<b>{html.escape(title)}</b>' if title else '')
-        self.body = widgets.HTML(layout=widgets.Layout(min_height='1.5em'))
-        self.footer = widgets.HTML()
-        self.box = widgets.VBox([self.title, self.body, self.footer])
+        self.html = widgets.HTML(layout=widgets.Layout(min_height='1.5em'))
+        self.box = widgets.VBox([self.title, self.html])
         self.box.add_class('swiftnb-answer')
+        self.body_html = self.footer_html = ''
         self.num_updates = 0
         self.render_html: Optional[Callable[[str], str]] = None  # set to show something other than Markdown
 
     def redraw(self, answer: Answer) -> None:
         self.num_updates += 1
-        self.body.value = (self.render_html or render_markdown)(answer.text)
-        self.footer.value = f'<small style="color:#666">{html.escape(answer.summary())}</small>'
+        self.body_html = (self.render_html or render_markdown)(answer.text)
+        self.footer_html = f'<small style="color:#666">{html.escape(answer.summary())}</small>'
+        self.html.value = f'<div class="swiftnb-body">{self.body_html}</div>{self.footer_html}'
 
     def clear(self) -> None:
-        self.body.value = self.footer.value = ''
+        self.body_html = self.footer_html = self.html.value = ''
