@@ -53,6 +53,9 @@ def test_submit_returns_at_once_and_stop_aborts_in_the_engine(adapter_engine):
     assert not future.done() and chat.streaming  # the caller (a cell) goes on while it streams
     assert settles(lambda: adapter_engine.num_running == 1)
     assert chat.stop_button.disabled is False and chat.send_button.disabled is True
+    with pytest.raises(RuntimeError, match='still streaming'):
+        chat.send('Another question')
+    assert len(chat.transcript.children) == 1  # the refused message added no turn
     chat.stop()
     partial = future.result(timeout=30)
     assert settles(lambda: adapter_engine.num_running == 0)

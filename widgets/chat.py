@@ -52,7 +52,7 @@ class ChatWidget(StreamingWidget):
 
     def submit(self, text: str) -> concurrent.futures.Future:
         """Start an answer and return at once; the future gives the answer's text."""
-        with self._reporting():
+        with self._action():
             if not text.strip():
                 raise ValueError('nothing to send: the message is empty')
             request = self.source.prepare(text, self.history, self.system_box.value.strip() or None,
@@ -63,15 +63,22 @@ class ChatWidget(StreamingWidget):
             self.last_answer, self.last_view = answer, view
             self.prompt.value = ''
 
+            def take_back():  # no answer: the turn goes, the message comes back to the box
+                self.transcript.children = tuple(c for c in self.transcript.children if c is not turn)
+                self.prompt.value = self.prompt.value or text
+
             def done(error):
-                if error is not None:  # no answer: the turn goes, the message comes back to the box
-                    self.transcript.children = tuple(c for c in self.transcript.children if c is not turn)
-                    self.prompt.value = self.prompt.value or text
+                if error is not None:
+                    take_back()
                     self.show_error(error)
                     raise error
                 self.history.append([text, answer.text])  # a stopped answer stays, as it was shown
                 return answer.text
-            return self._start([(answer, self.source.stream(request), view.redraw)], done)
+            try:
+                return self._start([(answer, self.source.stream(request), view.redraw)], done)
+            except Exception:  # the engine was shut down, say
+                take_back()
+                raise
 
     def send(self, text: str, timeout: Optional[float] = None) -> str:
         """Send a message and wait for the whole answer (the widget streams it meanwhile)."""

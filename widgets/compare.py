@@ -60,7 +60,7 @@ class CompareWidget(StreamingWidget):
 
     def submit(self, prompt: str) -> concurrent.futures.Future:
         """Send one prompt to every variant at once; the future gives {variant: answer text}."""
-        with self._reporting():
+        with self._action():
             requests = self._requests(prompt)
             self.answers = {variant: Answer() for variant in self.variants}
             for view in self.views:
@@ -94,7 +94,7 @@ class CompareWidget(StreamingWidget):
     # batch mode -----------------------------------------------------------------------------------
     def submit_batch(self, prompts: Optional[Sequence[str]] = None) -> concurrent.futures.Future:
         """Every prompt to every variant, all at once; the future gives the results table (list of dicts)."""
-        with self._reporting():
+        with self._action():
             prompts = list(self.prompts if prompts is None else prompts)
             if not prompts:
                 raise ValueError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')

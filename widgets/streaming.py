@@ -91,8 +91,6 @@ class StreamingWidget(widgets.VBox):
             raise
 
     def _start(self, jobs: list[Job], then: Callable[[Optional[BaseException]], object]) -> concurrent.futures.Future:
-        if self.streaming:
-            raise RuntimeError('an answer is still streaming; wait for it or press Stop')
         self.show_error(None)
         self._set_busy(True)
 
@@ -115,9 +113,12 @@ class StreamingWidget(widgets.VBox):
             f'<span style="color:#b00">&#9888; {html.escape(describe_error(error) or type(error).__name__)}</span>'
 
     @contextlib.contextmanager
-    def _reporting(self):
-        """A mistake (bad setting, unknown adapter, busy) shows in the status line, then goes to the caller."""
+    def _action(self):
+        """Around Send: refused while an answer streams; a mistake (bad setting, unknown adapter) shows in
+        the status line, then goes to the caller."""
         try:
+            if self.streaming:
+                raise RuntimeError('an answer is still streaming; wait for it or press Stop')
             yield
         except Exception as error:
             self.show_error(error)
