@@ -41,6 +41,11 @@ lab: setup
 test: setup
 	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks $(PYTEST_ARGS)
 
+# Every layer against its raw peer, in one run: a table in bench/RESULTS.md and a plot (BENCH_ARGS=--quick: minutes).
+BENCH_ARGS ?=
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 # The README's widget screenshots, taken by the browser test.
 screenshots: setup
 	SWIFTNB_SCREENSHOTS=docs $(PY) -m pytest tests/test_widgets_browser.py -q

@@ -22,13 +22,8 @@ def bench_queries(n):
     return [f'{q} ({i})' for i, q in zip(range(n), itertools.cycle(SEED_QUESTIONS))]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--prompts', type=int, default=64)
-    parser.add_argument('--new_tokens', type=int, default=128)
-    parser.add_argument('--reps', type=int, default=3)
-    args = parser.parse_args()
-
+def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3) -> dict:
+    """Median seconds of each path, their throughput ratio, and get_vllm_engine's reuse time (ms)."""
     engine = get_vllm_engine()
     template = get_template('chatml', engine.hf_tokenizer)
     start = time.perf_counter()
@@ -39,31 +34,43 @@ def main():
     from swiftnb import logs
     with logs.quiet_fds():
         llm = LLM(model=engine.model_dir, disable_log_stats=True)
-    requests = [{'query': q} for q in bench_queries(args.prompts)]
-    prompts = [{'prompt_token_ids': template.encode(r['query'])} for r in requests]
-    config = {'max_new_tokens': args.new_tokens, 'ignore_eos': True}
-    params = SamplingParams(temperature=0, max_tokens=args.new_tokens, ignore_eos=True)
+    requests = [{'query': q} for q in bench_queries(prompts)]
+    token_prompts = [{'prompt_token_ids': template.encode(r['query'])} for r in requests]
+    config = {'max_new_tokens': new_tokens, 'ignore_eos': True}
+    params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
 
     def ours():
         inference_vllm(engine, template, requests, generation_config=config)
 
     def theirs():
-        llm.generate(prompts, params, use_tqdm=False)
+        llm.generate(token_prompts, params, use_tqdm=False)
 
     ours(), theirs()  # warm-up
-    times = {'swiftnb inference_vllm': [], 'vLLM LLM.generate': []}
-    for _ in range(args.reps):
+    times = {'swiftnb': [], 'vllm': []}
+    for _ in range(reps):
         for name, fn in zip(times, (ours, theirs)):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    tokens = args.prompts * args.new_tokens
+    llm.llm_engine.engine_core.shutdown()  # its engine core process; the next rows need the cores
     medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, seconds in medians.items():
-        print(f'{name:24s} {seconds:7.3f} s  {tokens / seconds:8.1f} output tokens/s')
-    ratio = medians['vLLM LLM.generate'] / medians['swiftnb inference_vllm']
+    return {'swiftnb_s': medians['swiftnb'], 'vllm_s': medians['vllm'], 'tokens': prompts * new_tokens,
+            'ratio': medians['vllm'] / medians['swiftnb'], 'reuse_ms': reuse_ms}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--prompts', type=int, default=64)
+    parser.add_argument('--new_tokens', type=int, default=128)
+    parser.add_argument('--reps', type=int, default=3)
+    args = parser.parse_args()
+    figures = measure(args.prompts, args.new_tokens, args.reps)
+    for name in ('swiftnb', 'vllm'):
+        seconds = figures[f'{name}_s']
+        print(f'{name:8s} {seconds:7.3f} s  {figures["tokens"] / seconds:8.1f} output tokens/s')
+    ratio = figures['ratio']
     print(f'throughput ratio swiftnb / vLLM: {ratio:.3f} (goal >= 0.97: {"met" if ratio >= 0.97 else "MISSED"})')
-    print(f'get_vllm_engine reuse: {reuse_ms:.3f} ms (goal < 50 ms)')
+    print(f'get_vllm_engine reuse: {figures["reuse_ms"]:.3f} ms (goal < 50 ms)')
 
 
 if __name__ == '__main__':

@@ -90,7 +90,8 @@ def _plain_generate_job(job: str) -> None:
     print(time.perf_counter() - start)
 
 
-def throughput(engine, template, args):
+def throughput(engine, template, args) -> dict:
+    """tokens/s of each path (median over args.reps), for args.requests x args.new_tokens."""
     requests = [{'query': f'{q} ({i})'} for i, q in zip(range(args.requests), QUESTIONS * args.requests)]
     prompts = [template.encode(r['query']) for r in requests]
     config = {'max_new_tokens': args.new_tokens, 'ignore_eos': True}
@@ -111,12 +112,19 @@ def throughput(engine, template, args):
     if args.generate_batch:
         rates["transformers' generate_batch"] = generate_batch_rate(engine.model_dir, dtype, engine.device, prompts,
                                                                     args.new_tokens)
-    print(f'\n{args.requests} requests x {args.new_tokens} new tokens, {args.model} on {engine.device} ({dtype}), '
-          f'median of {args.reps}:')
-    for name, rate in rates.items():
-        print(f'  {name:34s} {rate:9.1f} tokens/s')
-    ratio = rates['pt engine, all at once'] / rates['plain generate, one at a time']
-    print(f'  ratio pt engine / plain generate:  {ratio:.2f}x')
+    return rates
+
+
+def measure(requests: int = 16, new_tokens: int = 128, reps: int = 3) -> dict:
+    """The demo model on the CPU: pt engine vs one-at-a-time generate (tokens/s, ratio)."""
+    args = argparse.Namespace(requests=requests, new_tokens=new_tokens, reps=reps, generate_batch=False)
+    engine = get_pt_engine()
+    try:
+        rates = throughput(engine, get_template('chatml', engine.hf_tokenizer), args)
+    finally:
+        engine.shutdown()
+    engine_rate, plain_rate = rates['pt engine, all at once'], rates['plain generate, one at a time']
+    return {'pt_tok_s': engine_rate, 'generate_tok_s': plain_rate, 'ratio': engine_rate / plain_rate}
 
 
 def generate_batch_rate(model_dir, dtype, device, prompts, new_tokens) -> float:
@@ -181,7 +189,13 @@ def main():
     engine = get_pt_engine(model_id_or_path=str(model_dir), torch_dtype=dtype, device=args.device,
                            enable_lora=args.checks)
     template = get_template('chatml', engine.hf_tokenizer)
-    throughput(engine, template, args)
+    rates = throughput(engine, template, args)
+    print(f'\n{args.requests} requests x {args.new_tokens} new tokens, {args.model} on {engine.device}, '
+          f'median of {args.reps}:')
+    for name, rate in rates.items():
+        print(f'  {name:34s} {rate:9.1f} tokens/s')
+    ratio = rates['pt engine, all at once'] / rates['plain generate, one at a time']
+    print(f'  ratio pt engine / plain generate:  {ratio:.2f}x')
     if args.checks:
         mismatches, total = mixed_adapters_check(engine, template, adapters)
         print(f'mixed base/adapter batches: {mismatches} of {total} requests differ from the same request alone')

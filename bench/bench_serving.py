@@ -65,6 +65,34 @@ def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int)
     return {'tok/s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms']}
 
 
+def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: str = str(DEMO_MODEL_DIR),
+            progress=print) -> list[dict]:
+    """Per concurrency: median output tokens/s and median TTFT of each server."""
+    vllm_port, ours_port = free_port(), free_port()
+    vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
+                '--served-model-name', 'tiny-chat', '--port', str(vllm_port), '--disable-log-stats']
+    ours_cmd = [str(BIN / 'swiftnb'), 'deploy', '--model_id_or_path', model, '--served_model_name',
+                'tiny-chat', '--port', str(ours_port)]
+    logs = Path(os.environ.get('TMPDIR', '/tmp'))
+    rows = []
+    with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log'), \
+            running(ours_cmd, ours_port, logs / 'bench-swiftnb-server.log'):
+        for port in (vllm_port, ours_port):  # warm-up both
+            run_benchmark(port, model, 4, 8)
+        for c in concurrency:
+            samples = {'vllm': [], 'swiftnb': []}
+            for _ in range(reps):
+                for name, port in (('vllm', vllm_port), ('swiftnb', ours_port)):
+                    samples[name].append(run_benchmark(port, model, c, num_prompts))
+                    progress(f'c={c} {name} server: {samples[name][-1]}')
+            row = {'concurrency': c}
+            for name, runs in samples.items():
+                row[f'{name}_tok_s'] = statistics.median(s['tok/s'] for s in runs)
+                row[f'{name}_ttft_ms'] = statistics.median(s['ttft_ms'] for s in runs)
+            rows.append(row)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default=str(DEMO_MODEL_DIR))
@@ -72,32 +100,12 @@ def main():
     parser.add_argument('--reps', type=int, default=2)
     parser.add_argument('--num_prompts', type=int, default=64)
     args = parser.parse_args()
-    vllm_port, ours_port = free_port(), free_port()
-    vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', args.model,
-                '--served-model-name', 'tiny-chat', '--port', str(vllm_port), '--disable-log-stats']
-    ours_cmd = [str(BIN / 'swiftnb'), 'deploy', '--model_id_or_path', args.model, '--served_model_name',
-                'tiny-chat', '--port', str(ours_port)]
-    logs = Path(os.environ.get('TMPDIR', '/tmp'))
-    rows = []
-    with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log'), \
-            running(ours_cmd, ours_port, logs / 'bench-swiftnb-server.log'):
-        for port in (vllm_port, ours_port):  # warm-up both
-            run_benchmark(port, args.model, 4, 8)
-        for concurrency in args.concurrency:
-            samples = {'vLLM server': [], 'swiftnb server': []}
-            for _ in range(args.reps):
-                for name, port in (('vLLM server', vllm_port), ('swiftnb server', ours_port)):
-                    samples[name].append(run_benchmark(port, args.model, concurrency, args.num_prompts))
-                    print(f'  c={concurrency} {name}: {samples[name][-1]}', flush=True)
-            med = {name: {k: statistics.median(s[k] for s in runs) for k in ('tok/s', 'ttft_ms')}
-                   for name, runs in samples.items()}
-            rows.append((concurrency, med))
+    rows = measure(args.concurrency, args.reps, args.num_prompts, args.model)
     print(f'\n{"concurrency":>11} | {"vLLM tok/s":>10} | {"swiftnb tok/s":>13} | {"ratio":>5} | '
           f'{"vLLM TTFT ms":>12} | {"swiftnb TTFT ms":>15}')
-    for concurrency, med in rows:
-        v, s = med['vLLM server'], med['swiftnb server']
-        print(f'{concurrency:>11} | {v["tok/s"]:10.1f} | {s["tok/s"]:13.1f} | {s["tok/s"] / v["tok/s"]:5.2f} | '
-              f'{v["ttft_ms"]:12.1f} | {s["ttft_ms"]:15.1f}')
+    for r in rows:
+        print(f'{r["concurrency"]:>11} | {r["vllm_tok_s"]:10.1f} | {r["swiftnb_tok_s"]:13.1f} | '
+              f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:5.2f} | {r["vllm_ttft_ms"]:12.1f} | {r["swiftnb_ttft_ms"]:15.1f}')
 
 
 if __name__ == '__main__':
