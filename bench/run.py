@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault('VLLM_CPU_KVCACHE_SPACE', '2')  # the same KV cache for every engine, as in RESULTS.md
 
 FULL = dict(batch=dict(prompts=64, new_tokens=128, reps=5), stream=dict(streams=16, new_tokens=128, reps=5),
-            serving=dict(concurrency=(1, 4, 16, 64), reps=3, num_prompts=64),
+            serving=dict(concurrency=(1, 4, 16, 64), reps=5, num_prompts=64),
             widgets=dict(new_tokens=512, reps=3), pt=dict(requests=16, new_tokens=128, reps=3))
 QUICK = dict(batch=dict(prompts=32, new_tokens=64, reps=2), stream=dict(streams=16, new_tokens=64, reps=2),
              serving=dict(concurrency=(1, 4, 16, 64), reps=1, num_prompts=32),
