@@ -148,6 +148,13 @@ class Engine(abc.ABC):
         """Cap the answer to what the context has room for."""
         return max(1, min(max_new_tokens, self.max_model_len - len(prompt_ids)))
 
+    def admit(self, prompt_ids: list[int], config: GenerationConfig) -> int:
+        """The checks every request passes before a backend takes it; the tokens it may generate."""
+        if self.closed:
+            raise EngineClosedError('this engine was shut down; create a new one')
+        self.check_prompt(prompt_ids)
+        return self.fit_max_tokens(prompt_ids, config.max_new_tokens)
+
     @staticmethod
     def new_request_id() -> str:
         return uuid.uuid4().hex

@@ -11,7 +11,7 @@ from typing import AsyncIterator, Optional
 
 from swiftnb import logs
 from swiftnb.config import GenerationConfig, hf_generation_config
-from swiftnb.engine.base import Delta, Engine, EngineClosedError, LoRARequest
+from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine import pt_attention
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.pt_lora import PeftAdapters
@@ -105,12 +105,9 @@ class PtEngine(Engine):
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None) -> AsyncIterator[Delta]:
-        if self.closed:
-            raise EngineClosedError('this engine was shut down; create a new one')
-        self.check_prompt(prompt_ids)
+        max_tokens = self.admit(prompt_ids, config)
         self.check_lora(lora)
-        request = PtRequest(list(prompt_ids), config, lora, self.fit_max_tokens(prompt_ids, config.max_new_tokens),
-                            asyncio.Queue())
+        request = PtRequest(list(prompt_ids), config, lora, max_tokens, asyncio.Queue())
         self._scheduler.submit(request)
         open_choices = config.n
         try:

@@ -7,7 +7,7 @@ from typing import AsyncIterator, Optional
 from swiftnb import logs
 from swiftnb.config import GenerationConfig, hf_generation_config, to_vllm
 from swiftnb.engine.adapter_gate import AdapterGate
-from swiftnb.engine.base import Delta, Engine, EngineClosedError, LoRARequest
+from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 
 
@@ -68,10 +68,7 @@ class VllmEngine(Engine):
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None) -> AsyncIterator[Delta]:
-        if self.closed:
-            raise EngineClosedError('this engine was shut down; create a new one')
-        self.check_prompt(prompt_ids)
-        params = to_vllm(config, self.fit_max_tokens(prompt_ids, config.max_new_tokens))
+        params = to_vllm(config, self.admit(prompt_ids, config))
         vllm_lora = self._vllm_lora(lora)
         # vLLM tells adapters apart by their id, so the gate groups requests by id too.
         gate = self._gate.hold(lora.lora_int_id if lora else None) if self._gate else contextlib.nullcontext()
