@@ -9,6 +9,7 @@ import argparse
 import itertools
 import statistics
 import time
+from typing import Optional
 
 from swiftnb import get_template, get_vllm_engine, inference_vllm
 
@@ -22,12 +23,12 @@ def bench_queries(n):
     return [f'{q} ({i})' for i, q in zip(range(n), itertools.cycle(SEED_QUESTIONS))]
 
 
-def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3) -> dict:
+def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None) -> dict:
     """Median seconds of each path, their throughput ratio, and get_vllm_engine's reuse time (ms)."""
-    engine = get_vllm_engine()
-    template = get_template('chatml', engine.hf_tokenizer)
+    engine = get_vllm_engine(model_id_or_path=model)  # None: the embedded model
+    template = get_template('auto', engine.hf_tokenizer)
     start = time.perf_counter()
-    assert get_vllm_engine() is engine
+    assert get_vllm_engine(model_id_or_path=model) is engine
     reuse_ms = (time.perf_counter() - start) * 1000
 
     from vllm import LLM, SamplingParams
@@ -63,8 +64,9 @@ def main():
     parser.add_argument('--prompts', type=int, default=64)
     parser.add_argument('--new_tokens', type=int, default=128)
     parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--model', help='a model directory or hub id (default: the embedded model)')
     args = parser.parse_args()
-    figures = measure(args.prompts, args.new_tokens, args.reps)
+    figures = measure(args.prompts, args.new_tokens, args.reps, args.model)
     for name in ('swiftnb', 'vllm'):
         seconds = figures[f'{name}_s']
         print(f'{name:8s} {seconds:7.3f} s  {figures["tokens"] / seconds:8.1f} output tokens/s')

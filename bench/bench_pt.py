@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -115,10 +116,10 @@ def throughput(engine, template, args) -> dict:
     return rates
 
 
-def measure(requests: int = 16, new_tokens: int = 128, reps: int = 3) -> dict:
-    """The demo model on the CPU: pt engine vs one-at-a-time generate (tokens/s, ratio)."""
+def measure(requests: int = 16, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None) -> dict:
+    """On the CPU (the embedded model unless `model`): pt engine vs one-at-a-time generate (tokens/s, ratio)."""
     args = argparse.Namespace(requests=requests, new_tokens=new_tokens, reps=reps, generate_batch=False)
-    engine = get_pt_engine()
+    engine = get_pt_engine(model_id_or_path=model)
     try:
         rates = throughput(engine, get_template('chatml', engine.hf_tokenizer), args)
     finally:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import httpx
 
@@ -65,9 +66,10 @@ def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int)
     return {'tok/s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms']}
 
 
-def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: str = str(DEMO_MODEL_DIR),
+def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: Optional[str] = None,
             progress=print) -> list[dict]:
     """Per concurrency: median output tokens/s and median TTFT of each server."""
+    model = model or str(DEMO_MODEL_DIR)
     vllm_port, ours_port = free_port(), free_port()
     vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
                 '--served-model-name', 'tiny-chat', '--port', str(vllm_port), '--disable-log-stats']

@@ -5,13 +5,14 @@ a loop of their own, as a notebook cell awaits them (the engine lives on its loo
 peer runs on the engine's loop itself, as vLLM's own server does. Reported per path: median time to
 first token and mean gap between tokens; the difference of the gaps is what swiftnb adds per token.
 
-    .venv/bin/python bench/bench_stream.py [--streams 16] [--new_tokens 128] [--reps 3]
+    .venv/bin/python bench/bench_stream.py [--streams 16] [--new_tokens 128] [--reps 3] [--model M]
 """
 import argparse
 import asyncio
 import statistics
 import time
 import uuid
+from typing import Optional
 
 from swiftnb import get_template, get_vllm_engine, inference_stream_vllm_async
 
@@ -51,10 +52,10 @@ async def theirs(engine, template, queries, new_tokens) -> list[list[float]]:
     return await asyncio.gather(*(one(q) for q in queries))
 
 
-def measure(streams: int = 16, new_tokens: int = 128, reps: int = 3) -> dict:
+def measure(streams: int = 16, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None) -> dict:
     """{'swiftnb': {...}, 'vllm': {...}} with the medians over reps of ttft_ms and itl_ms."""
-    engine = get_vllm_engine()
-    template = get_template('chatml', engine.hf_tokenizer)
+    engine = get_vllm_engine(model_id_or_path=model)
+    template = get_template('auto', engine.hf_tokenizer)
     queries = bench_queries(streams)
 
     def run(name) -> dict:
@@ -79,8 +80,9 @@ def main():
     parser.add_argument('--streams', type=int, default=16)
     parser.add_argument('--new_tokens', type=int, default=128)
     parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--model', help='a model directory or hub id (default: the embedded model)')
     args = parser.parse_args()
-    figures = measure(args.streams, args.new_tokens, args.reps)
+    figures = measure(args.streams, args.new_tokens, args.reps, args.model)
     for name, row in figures.items():
         print(f'{name:8s} TTFT {row["ttft_ms"]:7.1f} ms   mean inter-token gap {row["itl_ms"]:6.3f} ms')
     added = figures['swiftnb']['itl_ms'] - figures['vllm']['itl_ms']

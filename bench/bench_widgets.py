@@ -12,6 +12,7 @@ the final text of each path.
 import argparse
 import json
 import statistics
+from typing import Optional
 
 from jupyter_client.manager import KernelManager
 
@@ -19,8 +20,8 @@ SETUP = """
 import time
 from swiftnb import get_template, get_vllm_engine, inference_stream_vllm
 from swiftnb.widgets import ChatWidget
-engine = get_vllm_engine()
-template = get_template('chatml', engine.hf_tokenizer)
+engine = get_vllm_engine(model_id_or_path={model!r})
+template = get_template('auto', engine.hf_tokenizer)
 chat = ChatWidget(engine, max_tokens={n}, ignore_eos=True)
 display(chat)
 """
@@ -58,14 +59,14 @@ def run_cell(client, code: str) -> tuple[str, int]:
             return printed, updates
 
 
-def measure(new_tokens: int = 512, reps: int = 3) -> dict:
+def measure(new_tokens: int = 512, reps: int = 3, model: Optional[str] = None) -> dict:
     manager = KernelManager(kernel_name='python3', transport='ipc')  # ipc: no "running over TCP" warning
     manager.start_kernel()
     client = manager.client()
     client.start_channels()
     client.wait_for_ready(timeout=120)
     try:
-        run_cell(client, SETUP.format(n=new_tokens))
+        run_cell(client, SETUP.format(n=new_tokens, model=model))
         raw, widget, counts = [], [], []
         for _ in range(reps + 1):  # the first round warms up
             raw.append(float(run_cell(client, RAW.format(n=new_tokens))[0]))
@@ -84,8 +85,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--new_tokens', type=int, default=512)
     parser.add_argument('--reps', type=int, default=3)
+    parser.add_argument('--model', help='a model directory or hub id (default: the embedded model)')
     args = parser.parse_args()
-    figures = measure(args.new_tokens, args.reps)
+    figures = measure(args.new_tokens, args.reps, args.model)
     print(json.dumps(figures))
     print(f'{args.new_tokens}-token answer: raw stream {figures["raw_s"]:.3f} s, ChatWidget {figures["widget_s"]:.3f} s '
           f'(+{(figures["widget_s"] - figures["raw_s"]) * 1000:.1f} ms), '

@@ -1,6 +1,6 @@
 """`make bench`: every swiftnb layer against its raw peer, measured in one run, as one table and a plot.
 
-    .venv/bin/python bench/run.py [--quick]
+    .venv/bin/python bench/run.py [--quick] [--model DIR_OR_HUB_ID]
 
 Rows (each script in bench/ measures one, and runs alone too):
   batch    inference_vllm vs vLLM's LLM.generate                 goal ratio >= 0.97
@@ -22,6 +22,7 @@ import platform
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -42,7 +43,7 @@ def goal(met: bool) -> str:
     return 'met' if met else '**MISSED**'
 
 
-def measure_all(settings: dict, bar) -> tuple[list[list[str]], list[dict]]:
+def measure_all(settings: dict, model, bar) -> tuple[list[list[str]], list[dict]]:
     """Run every row; ([row, measured, peer, ratio or difference, goal] ..., serving rows for the plot)."""
     import bench_batch
     import bench_pt
@@ -53,7 +54,7 @@ def measure_all(settings: dict, bar) -> tuple[list[list[str]], list[dict]]:
     table = []
 
     bar.set_description('batch')
-    b = bench_batch.measure(**settings['batch'])
+    b = bench_batch.measure(**settings['batch'], model=model)
     table.append([f'batch: inference_vllm, {settings["batch"]["prompts"]} prompts x '
                   f'{settings["batch"]["new_tokens"]} tokens', f'{b["tokens"] / b["swiftnb_s"]:.0f} tok/s',
                   f'LLM.generate {b["tokens"] / b["vllm_s"]:.0f} tok/s', f'{b["ratio"]:.3f}x',
@@ -61,7 +62,7 @@ def measure_all(settings: dict, bar) -> tuple[list[list[str]], list[dict]]:
     bar.update()
 
     bar.set_description('stream')
-    s = bench_stream.measure(**settings['stream'])
+    s = bench_stream.measure(**settings['stream'], model=model)
     added = s['swiftnb']['itl_ms'] - s['vllm']['itl_ms']
     table.append([f'stream: inference_stream_vllm_async, {settings["stream"]["streams"]} streams',
                   f'TTFT {s["swiftnb"]["ttft_ms"]:.1f} ms, gap {s["swiftnb"]["itl_ms"]:.3f} ms',
@@ -69,11 +70,11 @@ def measure_all(settings: dict, bar) -> tuple[list[list[str]], list[dict]]:
                   f'{added:+.3f} ms/token', f'< 0.2 ms/token: {goal(added < 0.2)}'])
     table.append(['reuse: get_vllm_engine, same arguments', f'{b["reuse_ms"]:.3f} ms', '', '',
                   f'< 50 ms: {goal(b["reuse_ms"] < 50)}'])
-    get_vllm_engine().shutdown()  # the next rows start engines of their own
+    get_vllm_engine(model_id_or_path=model).shutdown()  # the live one; the next rows start engines of their own
     bar.update()
 
     bar.set_description('serving')
-    serving = bench_serving.measure(**settings['serving'], progress=bar.write)
+    serving = bench_serving.measure(**settings['serving'], model=model, progress=bar.write)
     for r in serving:
         ratio = r['swiftnb_tok_s'] / r['vllm_tok_s']
         ttft_ok = r['swiftnb_ttft_ms'] <= r['vllm_ttft_ms']
@@ -84,14 +85,14 @@ def measure_all(settings: dict, bar) -> tuple[list[list[str]], list[dict]]:
     bar.update()
 
     bar.set_description('widgets')
-    w = bench_widgets.measure(**settings['widgets'])
+    w = bench_widgets.measure(**settings['widgets'], model=model)
     table.append([f'widgets: ChatWidget, one {settings["widgets"]["new_tokens"]}-token answer',
                   f'{w["widget_s"]:.3f} s, {w["messages"]:.0f} frontend messages ({w["updates_per_s"]:.0f}/s)',
                   f'raw stream {w["raw_s"]:.3f} s', f'{(w["widget_s"] - w["raw_s"]) * 1000:+.0f} ms', ''])
     bar.update()
 
     bar.set_description('pt')
-    p = bench_pt.measure(**settings['pt'])
+    p = bench_pt.measure(**settings['pt'], model=model)
     table.append([f'pt: {settings["pt"]["requests"]} concurrent requests x {settings["pt"]["new_tokens"]} tokens',
                   f'{p["pt_tok_s"]:.0f} tok/s', f'one-at-a-time generate {p["generate_tok_s"]:.0f} tok/s',
                   f'{p["ratio"]:.2f}x', ''])
@@ -120,14 +121,14 @@ def plot(serving: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def machine() -> str:
+def machine(model: Optional[str]) -> str:
     import torch
     import vllm
     cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
                 if line.startswith('model name')), platform.processor())
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'
     return (f'{os.cpu_count()} CPU cores ({cpu}), {gpu}; Python {platform.python_version()}, '
-            f'vLLM {vllm.__version__}, torch {torch.__version__}; the embedded tiny-chat model')
+            f'vLLM {vllm.__version__}, torch {torch.__version__}; model: {model or "the embedded tiny-chat"}')
 
 
 def write_results(text: str, path: Path = HERE / 'RESULTS.md') -> None:
@@ -145,14 +146,15 @@ def write_results(text: str, path: Path = HERE / 'RESULTS.md') -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='fewer prompts and repetitions: a few minutes')
+    parser.add_argument('--model', help='a model directory or hub id (default: the embedded tiny-chat)')
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     with tqdm(total=5, unit='row') as bar:
-        table, serving = measure_all(settings, bar)
+        table, serving = measure_all(settings, args.model, bar)
     plot(serving, HERE / 'serving_throughput.png')
-    command = '.venv/bin/python bench/run.py' + (' --quick' if args.quick else '') + '   # or: make bench'
+    command = ' '.join(['.venv/bin/python', *sys.argv]) + ('' if len(sys.argv) > 1 else '   # or: make bench')
     text = (f'## Latest `make bench` ({datetime.date.today()}{", --quick" if args.quick else ""})\n\n'
-            f'    {command}\n\nMachine: {machine()}. Medians of alternating runs; ratios are swiftnb / peer '
+            f'    {command}\n\nMachine: {machine(args.model)}. Medians of alternating runs; ratios are swiftnb / peer '
             f'(for the stream row, the difference in mean inter-token gap).\n\n{markdown_table(table)}\n\n'
             '![serving throughput](serving_throughput.png)\n')
     write_results(text)
