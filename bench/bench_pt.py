@@ -27,7 +27,7 @@ import torch
 
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, GenerationConfig, LoRARequest, get_pt_engine, get_template
 from swiftnb import inference_vllm
-from swiftnb.engine.base import Completion
+from swiftnb.engine.base import Choice
 
 QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', "What to do if I can't fall asleep?"]
 QWEN2_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -143,13 +143,13 @@ def mixed_adapters_check(engine, template, adapters) -> tuple[int, int]:
     """(mismatches, requests): each request alone, then all together with staggered arrivals (the check of
     tests/test_engine_pt.py, here for any model and device)."""
     loras = [None] + [LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(adapters.items())]
-    configs = [GenerationConfig(max_new_tokens=48),
-               GenerationConfig(max_new_tokens=48, do_sample=True, temperature=0.9, top_p=0.9, seed=11)]
+    configs = [GenerationConfig(max_new_tokens=48, temperature=0),
+               GenerationConfig(max_new_tokens=48, temperature=0.9, top_p=0.9, seed=11)]
     jobs = [(q, lora, c) for q in QUESTIONS for lora in loras for c in configs]
 
     async def one(query, lora, config, delay=0.0):
         await asyncio.sleep(delay)
-        completion = Completion()
+        completion = Choice()
         async for delta in engine.stream(template.encode(query), config, lora):
             completion.add(delta)
         return completion.token_ids

@@ -9,28 +9,28 @@ Importing swiftnb does not import vLLM; the first engine does. `get_pt_engine` (
 `get_engine(infer_backend='pt')`) gives the transformers + peft backend, which
 every function here takes as well.
 """
-from swiftnb.client import (XRequestConfig, get_model_list_client, get_model_list_client_async, inference_client,
+__version__ = '0.1.0'
+
+from swiftnb.client import (get_model_list_client, get_model_list_client_async, inference_client,
                             inference_client_async)
-from swiftnb.config import GenerationConfig
 from swiftnb.engine import Delta, Engine, LoRARequest, get_engine, get_pt_engine, get_vllm_engine
-from swiftnb.engine.base import AdapterError, EngineClosedError, PromptTooLongError, SwiftnbError
+from swiftnb.errors import (AdapterError, EngineClosedError, ModelNotFoundError, PromptTooLongError, SettingsError,
+                            SwiftnbError, UnknownModelError, UsageError)
 from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
                            inference_vllm_async)
 from swiftnb.logs import show_vllm_logs
-from swiftnb.model_types import (DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelNotFoundError, ModelType,
-                                 get_default_template_type)
+from swiftnb.model_types import DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelType, get_default_template_type
 from swiftnb.server import BackgroundServer, serve
+from swiftnb.settings import GenerationConfig, XRequestConfig
 from swiftnb.template import Template, get_template
-
-__version__ = '0.1.0'
 
 __all__ = [
     'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError',
-    'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SwiftnbError',
-    'Template', 'XRequestConfig', 'get_default_template_type', 'get_engine', 'get_model_list_client',
-    'get_model_list_client_async', 'get_pt_engine', 'get_template', 'get_vllm_engine', 'inference_client',
-    'inference_client_async', 'inference_stream_vllm', 'inference_stream_vllm_async', 'inference_vllm',
-    'inference_vllm_async', 'serve', 'show_vllm_logs',
+    'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SettingsError',
+    'SwiftnbError', 'Template', 'UnknownModelError', 'UsageError', 'XRequestConfig', 'get_default_template_type',
+    'get_engine', 'get_model_list_client', 'get_model_list_client_async', 'get_pt_engine', 'get_template',
+    'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
+    'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'serve', 'show_vllm_logs',
 ]
 
 

@@ -15,17 +15,11 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from pydantic import ValidationError
-
-from swiftnb.config import describe_error
-from swiftnb.engine.base import SwiftnbError
-from swiftnb.model_types import ModelNotFoundError, resolve_checkpoint
+from swiftnb import settings
+from swiftnb.errors import SwiftnbError, UsageError
+from swiftnb.model_types import resolve_checkpoint
 
 DEFAULT_LORA_NAME = 'default-lora'  # the seed's name for the adapter given by --ckpt_dir
-
-
-class UsageError(SwiftnbError):
-    """Flags that do not fit together: said in one line, exit status 2."""
 
 
 def _bool(text: str) -> bool:
@@ -69,21 +63,8 @@ def build_engine(args, extra_loras: Optional[dict] = None):
 
 
 def _generation_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group('generation (default: the model\'s generation_config.json)')
-    group.add_argument('--max_new_tokens', type=int)
-    group.add_argument('--temperature', type=float, help='0 for greedy; above 0 samples')
-    group.add_argument('--top_p', type=float)
-    group.add_argument('--top_k', type=int)
-    group.add_argument('--repetition_penalty', type=float)
-    group.add_argument('--seed', type=int)
-    group.add_argument('--system', help='system prompt')
-
-
-def generation_config(engine, args):
-    """The engine's defaults with the flags given on top."""
-    return engine.generation_config.merged(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                           top_p=args.top_p, top_k=args.top_k,
-                                           repetition_penalty=args.repetition_penalty, seed=args.seed)
+    settings.add_flags(parser)
+    parser.add_argument('--system', help='system prompt')
 
 
 def infer(args) -> int:
@@ -94,7 +75,7 @@ def infer(args) -> int:
     engine, loras = build_engine(args)
     try:
         template = get_template('auto', engine.hf_tokenizer)
-        config = generation_config(engine, args)
+        config = settings.from_flags(args).apply(engine.generation_config)
         lora = engine.add_lora(DEFAULT_LORA_NAME, loras[DEFAULT_LORA_NAME]) if DEFAULT_LORA_NAME in loras else None
         if rows is None:
             TerminalChat(engine, template, config, lora, args.system, args.stream).run()
@@ -146,8 +127,9 @@ def deploy(args) -> int:
     engine, loras = build_engine(args, lora_modules)
     stop = _stop_on_signals()
     server = BackgroundServer(engine, host=args.host, port=args.port, api_key=args.api_key,
-                              served_model_name=args.served_model_name, lora_modules=loras)
-    names = ', '.join([args.served_model_name or engine.model_type, *engine.adapters])
+                              served_model_name=args.served_model_name, lora_modules=loras,
+                              tool_call_parser=args.tool_call_parser)
+    names = ', '.join(engine.model_names(server.served_model_name))
     print(f'swiftnb: serving {names} at {server.url} (Ctrl-C stops)', flush=True)
     stop.wait()
     server.stop()
@@ -169,11 +151,10 @@ def app_ui(args) -> int:
     engine, loras = build_engine(args)
     stop = _stop_on_signals()
     server = BackgroundServer(engine, host='127.0.0.1', port=0, lora_modules=loras)
-    settings = dict(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
     model = DEFAULT_LORA_NAME if DEFAULT_LORA_NAME in loras else None  # a LoRA --ckpt_dir opens on its adapter
     try:
-        return serve_app(server.url, model, args.system, settings, args.host, args.port, stop)
+        return serve_app(server.url, model, args.system, settings.from_flags(args).given(), args.host, args.port,
+                         stop)
     finally:
         server.stop()
         engine.shutdown()
@@ -202,6 +183,7 @@ def main(argv=None) -> int:
     dep.add_argument('--port', type=int, default=8000)
     dep.add_argument('--api_key')
     dep.add_argument('--served_model_name')
+    dep.add_argument('--tool_call_parser', help="vLLM's name for the model's tool-call format, e.g. hermes")
     dep.set_defaults(run=deploy)
 
     exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one')
@@ -221,8 +203,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SwiftnbError, ModelNotFoundError, ValidationError) as error:  # the user's mistake: one line
-        print(f'swiftnb: {describe_error(error)}', file=sys.stderr)
+    except SwiftnbError as error:  # the user's mistake: one line
+        print(f'swiftnb: {error}', file=sys.stderr)
         return 2
 
 

@@ -4,35 +4,14 @@
 sync one uses `OpenAI`, the async one `AsyncOpenAI` and is awaited by the caller
 (never `asyncio.run` here, so it works with top-level `await` in a cell).
 """
-from dataclasses import asdict, dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 from openai import AsyncOpenAI, OpenAI
 
+from swiftnb.errors import UsageError
 from swiftnb.model_types import MODELS
-
-
-@dataclass
-class XRequestConfig:
-    """The seed's request settings: `XRequestConfig(stream=True, seed=42)`."""
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    repetition_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    n: int = 1
-    seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
-    stream: bool = False
-    logprobs: bool = False
-    top_logprobs: Optional[int] = None
-    ignore_eos: Optional[bool] = None  # vLLM's extra: generate max_tokens whatever the model says
-
-
-# Fields the OpenAI API does not define; the SDK sends them through extra_body (vLLM reads them too).
-_EXTRA = ('top_k', 'repetition_penalty', 'ignore_eos')
+from swiftnb.settings import XRequestConfig
+from swiftnb.template import to_messages
 
 
 def _base_url(host: str, port: int, url: Optional[str]) -> str:
@@ -45,32 +24,25 @@ def _is_chat(model_type: str, is_chat_request: Optional[bool]) -> bool:
     return MODELS[model_type].is_chat if model_type in MODELS else True
 
 
-def _messages(query: str, history: Optional[Sequence], system: Optional[str]) -> list[dict]:
-    messages = [] if system is None else [{'role': 'system', 'content': system}]
-    for q, r in history or ():
-        messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': r}]
-    return messages + [{'role': 'user', 'content': query}]
-
-
 def build_request(model_type: str, query: str, history=None, system=None, request_config=None,
                   is_chat_request=None) -> tuple[bool, dict]:
-    """(is_chat, keyword arguments for the SDK's create call)."""
-    config = {k: v for k, v in asdict(request_config or XRequestConfig()).items() if v is not None}
-    extra = {k: config.pop(k) for k in _EXTRA if k in config}
+    """(is_chat, keyword arguments for the SDK's create call): only the settings given are sent."""
+    config = request_config or XRequestConfig()
+    fields, extra = config.request_fields()
     is_chat = _is_chat(model_type, is_chat_request)
-    kwargs = dict(model=model_type, **config)
+    kwargs = dict(model=model_type, **fields)
     if extra:
         kwargs['extra_body'] = extra
     if is_chat:
-        kwargs['messages'] = _messages(query, history, system)
-        if not kwargs.get('logprobs'):
-            kwargs.pop('logprobs', None)
+        kwargs['messages'] = to_messages(query, history, system)
     else:
         if history or system:
-            raise ValueError('history and system need a chat model; this is a plain completion request')
+            raise UsageError('history and system need a chat model; this is a plain completion request')
         kwargs['prompt'] = query
-        kwargs['logprobs'] = kwargs.pop('top_logprobs', None) if kwargs.pop('logprobs', False) else None
-    return is_chat, {k: v for k, v in kwargs.items() if v is not None}
+        if kwargs.pop('logprobs', False):  # the completions API counts logprobs instead
+            kwargs['logprobs'] = kwargs.pop('top_logprobs', None) or 0
+        kwargs.pop('top_logprobs', None)
+    return is_chat, kwargs
 
 
 def get_model_list_client(host: str = '127.0.0.1', port: int = 8000, api_key: str = 'EMPTY',

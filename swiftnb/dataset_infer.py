@@ -11,14 +11,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from swiftnb.config import GenerationConfig
-from swiftnb.engine.base import Engine, LoRARequest, SwiftnbError
-from swiftnb.infer import stream_completions
+from swiftnb.engine.base import Engine, LoRARequest
+from swiftnb.errors import DatasetError
+from swiftnb.infer import prepare, settings_for, stream_choices
+from swiftnb.settings import GenerationConfig
 from swiftnb.template import Template
-
-
-class DatasetError(SwiftnbError, ValueError):
-    pass
 
 
 def read_rows(path: str, limit: int = -1) -> list[dict]:
@@ -57,19 +54,15 @@ def default_result_path(ckpt_dir: Optional[str]) -> Path:
 
 def run(engine: Engine, template: Template, rows: list[dict], config: GenerationConfig,
         lora: Optional[LoRARequest], result_path: Path, progress: bool = True) -> Path:
-    prompts = []
-    for i, row in enumerate(rows):
-        prompts.append(template.encode(row['query'], row['history'], row['system']))
-        engine.check_prompt(prompts[-1], f'the prompt of row {i + 1}')
-    engine.check_lora(lora)
+    prepared = prepare(engine, template, rows, settings_for(engine, config), lora)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     lines: dict[int, str] = {}
     from tqdm.auto import tqdm
     with open(result_path, 'w', encoding='utf-8') as out, tqdm(total=len(rows), disable=not progress) as bar:
-        for completions in engine.loop.iterate(lambda: stream_completions(engine, prompts, config, lora)):
-            for i, completion in enumerate(completions):
-                if completion.finish_reason and i not in lines:  # written at once: an interrupt keeps it
-                    lines[i] = json.dumps({**rows[i], 'response': completion.text}, ensure_ascii=False) + '\n'
+        for choices in engine.loop.iterate(lambda: stream_choices(engine, prepared, lora)):
+            for i, choice in enumerate(choices):
+                if choice.finish_reason and i not in lines:  # written at once: an interrupt keeps it
+                    lines[i] = json.dumps({**rows[i], 'response': choice.text}, ensure_ascii=False) + '\n'
                     out.write(lines[i])
                     out.flush()
                     bar.update(1)

@@ -10,12 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from swiftnb.engine.base import SwiftnbError
+from swiftnb.errors import ExportError
 from swiftnb.model_types import resolve_checkpoint, resolve_model
-
-
-class ExportError(SwiftnbError, ValueError):
-    pass
 
 
 def merged_dir_for(ckpt_dir: str) -> Path:

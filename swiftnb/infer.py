@@ -4,110 +4,135 @@ Each is written once, as a coroutine or async generator that runs on the
 engine's loop; the four public forms only bridge to it (engine.loop.run,
 .iterate, .run_async, .aiterate). They take an engine of either backend.
 All requests of a call go to the engine at once, so it batches them.
+
+A request is a dict: 'query', and optionally 'history' ([[query, response], ...]),
+'system', 'tools' and 'tool_choice' (OpenAI's). The settings are the engine's
+(`engine.generation_config`) with what `generation_config` gives on top.
 """
 import time
+from dataclasses import dataclass
 from typing import AsyncIterator, Iterator, Optional, Union
 
-from swiftnb.config import GenerationConfig
-from swiftnb.engine.base import Completion, Engine, LoRARequest
-from swiftnb.engine.merge import merge
+from swiftnb import tools as tool_calls
+from swiftnb.engine.base import Choice, Engine, LoRARequest
+from swiftnb.engine.streams import interleave
+from swiftnb.errors import UsageError
+from swiftnb.settings import GenerationConfig
 from swiftnb.template import Template
 
+GenerationConfigLike = Union[GenerationConfig, dict, None]
 
-def _generation_config(engine: Engine, generation_config) -> GenerationConfig:
+
+def settings_for(engine: Engine, generation_config: GenerationConfigLike) -> GenerationConfig:
+    """The engine's defaults with what a call gives on top (a dict, a GenerationConfig, or a
+    transformers GenerationConfig): the same rule at every door."""
     if generation_config is None:
         return engine.generation_config
     if isinstance(generation_config, dict):
-        return GenerationConfig(**generation_config)
-    if isinstance(generation_config, GenerationConfig):
-        return generation_config
-    return GenerationConfig.from_hf(generation_config)  # a transformers.GenerationConfig
+        generation_config = GenerationConfig(**generation_config)
+    elif not isinstance(generation_config, GenerationConfig):
+        generation_config = GenerationConfig.from_hf(generation_config)
+    return generation_config.apply(engine.generation_config)
 
 
-def _prompts(engine: Engine, template: Template, request_list: list) -> list[list[int]]:
-    prompts = []
+@dataclass
+class Prepared:
+    """One request, checked and encoded: what the engine gets, and what reads its answer back."""
+    prompt_ids: list[int]
+    config: GenerationConfig
+    tools: Optional[list] = None
+    tool_choice: object = 'none'
+
+
+def prepare(engine: Engine, template: Template, request_list: list, config: GenerationConfig,
+            lora: Optional[LoRARequest] = None) -> list[Prepared]:
+    """Check and encode every request before any of them runs, so a mistake costs no engine time."""
+    engine.check_lora(lora)
+    prepared = []
     for i, request in enumerate(request_list):
         if not isinstance(request, dict) or 'query' not in request:
-            raise ValueError(f"request {i} must be a dict with a 'query', got {request!r}")
-        ids = template.encode(request['query'], request.get('history'), request.get('system'))
-        engine.check_prompt(ids, f'the prompt of request {i}')
-        prompts.append(ids)
-    return prompts
+            raise UsageError(f"request {i} must be a dict with a 'query', got {request!r}")
+        tools, tool_choice = tool_calls.check(request.get('tools'), request.get('tool_choice'))
+        ids = template.encode(request['query'], request.get('history'), request.get('system'),
+                              [t.model_dump(exclude_none=True) for t in tools] if tools else None)
+        engine.check_prompt(ids, f'the prompt of request {i}' if len(request_list) > 1 else 'the prompt')
+        forced = tool_calls.constraint(tools, tool_choice)
+        request_config = config if forced is None else \
+            config.model_copy(update={'structured_outputs': forced, 'response_format': None})
+        prepared.append(Prepared(ids, request_config, tools, tool_choice))
+    return prepared
 
 
-def _results(request_list: list, completions: list[Completion]) -> list[dict]:
+async def stream_choices(engine: Engine, prepared: list[Prepared], lora) -> AsyncIterator[list[Choice]]:
+    """All requests at once; yields their first choices each time any of them grew."""
+    choices = [Choice() for _ in prepared]
+    async for batch in interleave([engine.stream(p.prompt_ids, p.config, lora) for p in prepared]):
+        for i, delta in batch:
+            if delta.index == 0:  # with n > 1 the seed's API reports the first choice
+                choices[i].add(delta)
+        yield choices
+
+
+def _results(engine: Engine, request_list: list, prepared: list[Prepared], choices: list[Choice]) -> list[dict]:
     results = []
-    for request, completion in zip(request_list, completions):
+    for request, p, choice in zip(request_list, prepared, choices):
         history = [list(turn) for turn in request.get('history') or ()]
-        results.append({'response': completion.text, 'history': history + [[request['query'], completion.text]]})
+        result = {'response': choice.text}
+        if p.tools and choice.finish_reason is not None:  # tool calls are read from the whole answer
+            content, calls = tool_calls.read_calls(choice.text, p.tools, p.tool_choice, engine.hf_tokenizer,
+                                                   engine.tool_parser)
+            result = {'response': content or '', 'tool_calls': calls}
+        result['history'] = history + [[request['query'], result['response']]]
+        results.append(result)
     return results
 
 
-def _record(generation_info: Optional[dict], prompts, completions, start: float) -> None:
+def _record(generation_info: Optional[dict], prepared, choices, start: float) -> None:
     if generation_info is None:
         return
     runtime = time.perf_counter() - start
-    generated = sum(len(c.token_ids) for c in completions)
+    generated = sum(len(c.token_ids) for c in choices)
     generation_info.update({
-        'num_prompt_tokens': sum(len(p) for p in prompts), 'num_generated_tokens': generated,
-        'num_samples': len(completions), 'runtime': runtime,
-        'samples/s': len(completions) / runtime if runtime else 0.0,
+        'num_prompt_tokens': sum(len(p.prompt_ids) for p in prepared), 'num_generated_tokens': generated,
+        'num_samples': len(choices), 'runtime': runtime,
+        'samples/s': len(choices) / runtime if runtime else 0.0,
         'tokens/s': generated / runtime if runtime else 0.0})
-
-
-async def stream_completions(engine, prompts, config, lora) -> AsyncIterator[list[Completion]]:
-    """All requests at once; yields their Completions each time any of them grew."""
-    completions = [Completion() for _ in prompts]
-    async for batch in merge([engine.stream(p, config, lora) for p in prompts]):
-        for i, delta in batch:
-            if delta.index == 0:  # with n > 1 the seed's API reports the first choice
-                completions[i].add(delta)
-        yield completions
-
-
-def _prepare(engine, template, request_list, generation_config, lora_request):
-    config = _generation_config(engine, generation_config)
-    prompts = _prompts(engine, template, request_list)
-    engine.check_lora(lora_request)
-    return config, prompts
 
 
 async def _batch(engine, template, request_list, generation_config, generation_info, lora_request, use_tqdm):
     if not request_list:
         return []
-    config, prompts = _prepare(engine, template, request_list, generation_config, lora_request)
+    prepared = prepare(engine, template, request_list, settings_for(engine, generation_config), lora_request)
     start = time.perf_counter()
     progress = None
     if use_tqdm:
         from tqdm.auto import tqdm
-        progress = tqdm(total=len(prompts))
-    async for completions in stream_completions(engine, prompts, config, lora_request):
+        progress = tqdm(total=len(prepared))
+    async for choices in stream_choices(engine, prepared, lora_request):
         if progress is not None:
-            progress.update(sum(c.finish_reason is not None for c in completions) - progress.n)
+            progress.update(sum(c.finish_reason is not None for c in choices) - progress.n)
     if progress is not None:
         progress.close()
-    _record(generation_info, prompts, completions, start)
-    return _results(request_list, completions)
+    _record(generation_info, prepared, choices, start)
+    return _results(engine, request_list, prepared, choices)
 
 
 async def _stream(engine, template, request_list, generation_config, generation_info, lora_request):
     if not request_list:
         return
-    config, prompts = _prepare(engine, template, request_list, generation_config, lora_request)
+    prepared = prepare(engine, template, request_list, settings_for(engine, generation_config), lora_request)
     start = time.perf_counter()
-    async for completions in stream_completions(engine, prompts, config, lora_request):
-        yield _results(request_list, completions)
-    _record(generation_info, prompts, completions, start)
-
-
-GenerationConfigLike = Union[GenerationConfig, dict, None]
+    async for choices in stream_choices(engine, prepared, lora_request):
+        yield _results(engine, request_list, prepared, choices)
+    _record(generation_info, prepared, choices, start)
 
 
 def inference_vllm(engine: Engine, template: Template, request_list: list, *,
                    generation_config: GenerationConfigLike = None, generation_info: Optional[dict] = None,
                    lora_request: Optional[LoRARequest] = None, use_tqdm: bool = False) -> list[dict]:
-    """Run every request (dicts with 'query' and optional 'history', 'system') and return
-    `[{'response', 'history'}]`. Works on an engine of either backend, in scripts and in cells."""
+    """Run every request (dicts with 'query' and optional 'history', 'system', 'tools', 'tool_choice') and
+    return `[{'response', 'history'}]` (and 'tool_calls' where tools were given). Works on an engine of
+    either backend, in scripts and in cells."""
     return engine.loop.run(_batch(engine, template, request_list, generation_config, generation_info,
                                   lora_request, use_tqdm))
 

@@ -11,27 +11,21 @@ Each takes --help. A user's mistake prints one line, not a traceback.
 """
 import argparse
 import shlex
-import time
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from swiftnb.config import describe_error
+from swiftnb import settings
 from swiftnb.engine import registry
-from swiftnb.engine.base import SwiftnbError
-from swiftnb.model_types import ModelNotFoundError
-
-_UPDATES_PER_SECOND = 20  # a streamed answer redraws at most this often, whatever the token rate
-
-
-class MagicError(Exception):
-    """A mistake in a magic's arguments or state: shown as one line."""
+from swiftnb.errors import SwiftnbError, UsageError
+from swiftnb.redraw import Redraws
+from swiftnb.server import background
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports to the cell instead of exiting the kernel."""
 
     def error(self, message):
-        raise MagicError(f'{self.prog}: {message}')
+        raise UsageError(f'{message} (see {self.prog} --help)')
 
     def exit(self, status=0, message=None):
         if message:
@@ -77,9 +71,7 @@ def _parsers():
 
 def _generation_args(parser):
     parser.add_argument('--system')
-    parser.add_argument('--max_tokens', type=int)
-    parser.add_argument('--temperature', type=float)
-    parser.add_argument('--seed', type=int)
+    settings.add_flags(parser)
 
 
 class _ShownAlready:
@@ -89,11 +81,11 @@ class _ShownAlready:
         pass
 
 
-class Answer(_ShownAlready, str):
+class ChatReply(_ShownAlready, str):
     """%%chat's answer."""
 
 
-class Answers(_ShownAlready, dict):
+class CompareReplies(_ShownAlready, dict):
     """%%compare's {variant: answer}."""
 
 
@@ -103,15 +95,14 @@ class SwiftnbMagics(Magics):
         super().__init__(shell)
         self.parser, self.chat_parser, self.compare_parser = _parsers()
         self.history: list[list[str]] = []
-        self.server = None
 
     def _run(self, parser, line, action, *extra):
         try:
             return action(parser.parse_args(shlex.split(line)), *extra)
         except _HelpShown:
             return None
-        except (MagicError, SwiftnbError, ModelNotFoundError, ValueError) as error:
-            print(f'swiftnb: {describe_error(error)}')
+        except SwiftnbError as error:
+            print(f'swiftnb: {error}')
             return None
 
     @line_magic
@@ -143,7 +134,7 @@ class SwiftnbMagics(Magics):
     def _engine_or_say():
         engine = registry.live_engine()
         if engine is None:
-            raise MagicError('no engine yet; create one with %swiftnb engine')
+            raise UsageError('no engine yet; create one with %swiftnb engine')
         return engine
 
     def _engine(self, args):
@@ -156,39 +147,30 @@ class SwiftnbMagics(Magics):
         engine = self._engine_or_say()
         if args.action == 'add':
             if not (args.name and args.path):
-                raise MagicError('usage: %swiftnb lora add NAME PATH')
+                raise UsageError('usage: %swiftnb lora add NAME PATH')
             engine.add_lora(args.name, args.path)
         elif args.action == 'remove':
-            engine.remove_lora(self._adapter(engine, args.name).lora_name)
+            engine.remove_lora(args.name)
         print(f'adapters: {", ".join(engine.adapters) or "none"}')
 
-    @staticmethod
-    def _adapter(engine, name):
-        if name not in engine.adapters:
-            raise MagicError(f'no adapter named {name!r}; known: {", ".join(engine.adapters) or "none"} '
-                             '(add one with %swiftnb lora add NAME PATH)')
-        return engine.adapters[name]
-
     def _deploy(self, args):
-        from swiftnb import serve
-        self.server = serve(self._engine_or_say(), port=args.port, api_key=args.api_key)
+        engine = self._engine_or_say()
+        server = background.serve(engine, port=args.port, api_key=args.api_key)
         key = f" -H 'Authorization: Bearer {args.api_key}'" if args.api_key else ''
-        print(f'serving at {self.server.url}\n'
-              f"curl {self.server.url}/chat/completions -H 'Content-Type: application/json'{key} "
-              f"""-d '{{"model": "{self._engine_or_say().model_type}", "messages": [{{"role": "user", """
+        print(f'serving at {server.url}\n'
+              f"curl {server.url}/chat/completions -H 'Content-Type: application/json'{key} "
+              f"""-d '{{"model": "{server.served_model_name}", "messages": [{{"role": "user", """
               f""""content": "Hello!"}}]}}'""")
-        return self.server  # `server = %swiftnb deploy` keeps it at hand
+        return server  # `server = %swiftnb deploy` keeps it at hand
 
     def _stop(self, args):
-        if self.server is None or not self.server.running:
-            raise MagicError('no server is running; start one with %swiftnb deploy')
-        self.server.stop()
+        if not background.stop_live_server():
+            raise UsageError('no server is running; start one with %swiftnb deploy')
         print('server stopped')
 
     def _shutdown(self, args):
         engine = self._engine_or_say()
-        if self.server is not None and self.server.running:
-            self.server.stop()
+        background.stop_live_server()
         engine.shutdown()
         print('engine shut down')
 
@@ -197,7 +179,7 @@ class SwiftnbMagics(Magics):
         if engine is None:
             print('engine: none (create one with %swiftnb engine)')
             return
-        server = self.server.url if self.server is not None and self.server.running else 'not running'
+        server = background.live_server().url if background.live_server() else 'not running'
         print(f'engine: {engine.model_type} ({engine.backend}) at {engine.model_dir}\n'
               f'adapters: {", ".join(engine.adapters) or "none"}\nserver: {server}\n'
               f'running requests: {engine.num_running}\nmemory: {_memory()}')
@@ -210,33 +192,29 @@ class SwiftnbMagics(Magics):
         from IPython.display import Markdown, display
         from swiftnb import get_template, inference_stream_vllm
         engine = self._engine_or_say()
-        lora = self._adapter(engine, args.lora) if args.lora else None
+        lora = engine.adapter(args.lora)
         if args.new:
             self.history = []
-        config = engine.generation_config.merged(max_new_tokens=args.max_tokens, temperature=args.temperature,
-                                                 seed=args.seed)
         request = [{'query': cell.strip(), 'history': self.history, 'system': args.system}]
-        handle, shown_at, result = display(Markdown(''), display_id=True), 0.0, None
+        handle, redraws, result = display(Markdown(''), display_id=True), Redraws(), None
         for results in inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,
-                                             generation_config=config, lora_request=lora):
+                                             generation_config=settings.from_flags(args), lora_request=lora):
             result = results[0]
-            if time.monotonic() - shown_at >= 1 / _UPDATES_PER_SECOND:
+            if redraws.due():
                 handle.update(Markdown(result['response']))
-                shown_at = time.monotonic()
         handle.update(Markdown(result['response']))  # the final text, whatever the last redraw showed
         self.history = result['history']
-        return Answer(result['response'])
+        return ChatReply(result['response'])
 
 
     def _compare(self, args, cell):
         from IPython.display import display
         from swiftnb.widgets import CompareWidget
         engine = self._engine_or_say()
-        variants = [None if name == 'base' else self._adapter(engine, name).lora_name for name in args.variants]
-        widget = CompareWidget(engine, variants=variants, system=args.system, max_tokens=args.max_tokens,
-                               temperature=args.temperature, seed=args.seed)
+        variants = [None if name == 'base' else engine.adapter(name).lora_name for name in args.variants]
+        widget = CompareWidget(engine, variants=variants, system=args.system, **settings.from_flags(args).given())
         display(widget)
-        return Answers(widget.send(cell.strip()))  # like %%chat, the cell ends when the answers have
+        return CompareReplies(widget.send(cell.strip()))  # like %%chat, the cell ends when the answers have
 
 
 def _memory() -> str:

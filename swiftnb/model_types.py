@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from swiftnb.errors import ModelNotFoundError, UsageError
+
 ASSETS = Path(__file__).resolve().parent / 'assets'
 DEMO_MODEL_DIR = ASSETS / 'tiny-chat'
 DEMO_ADAPTERS = {name: ASSETS / 'adapters' / name for name in ('kakarot', 'pirate')}
@@ -15,17 +17,18 @@ class ModelInfo:
     hub_id: str
     template_type: str
     is_chat: bool = True
+    tool_parser: Optional[str] = None  # vLLM's tool parser for the format its chat template asks for
 
 
 MODELS = {m.model_type: m for m in [
-    ModelInfo('tiny-chat', str(DEMO_MODEL_DIR), 'chatml'),
+    ModelInfo('tiny-chat', str(DEMO_MODEL_DIR), 'chatml', tool_parser='hermes'),
     ModelInfo('qwen-7b-chat', 'Qwen/Qwen-7B-Chat', 'qwen'),
     ModelInfo('qwen-7b', 'Qwen/Qwen-7B', 'default-generation', is_chat=False),
     ModelInfo('yi-6b-chat', '01-ai/Yi-6B-Chat', 'yi'),
     ModelInfo('qwen1half-7b-chat-int4', 'Qwen/Qwen1.5-7B-Chat-GPTQ-Int4', 'qwen'),
-    ModelInfo('qwen2-72b-instruct', 'Qwen/Qwen2-72B-Instruct', 'qwen'),
+    ModelInfo('qwen2-72b-instruct', 'Qwen/Qwen2-72B-Instruct', 'qwen', tool_parser='hermes'),
     ModelInfo('llama2-7b-chat', 'meta-llama/Llama-2-7b-chat-hf', 'llama'),
-    ModelInfo('llama3-8b-instruct', 'meta-llama/Meta-Llama-3-8B-Instruct', 'llama3'),
+    ModelInfo('llama3-8b-instruct', 'meta-llama/Meta-Llama-3-8B-Instruct', 'llama3', tool_parser='llama3_json'),
 ]}
 DEFAULT_MODEL_TYPE = 'tiny-chat'
 
@@ -46,21 +49,22 @@ class ModelType:
         return list(MODELS)
 
 
-class ModelNotFoundError(FileNotFoundError):
-    pass
-
-
 def get_model_info(model_type: str) -> ModelInfo:
     try:
         return MODELS[model_type]
     except KeyError:
-        raise ValueError(f'unknown model_type {model_type!r}; known types: {", ".join(MODELS)}. '
+        raise UsageError(f'unknown model_type {model_type!r}; known types: {", ".join(MODELS)}. '
                          'For another model pass model_id_or_path=') from None
 
 
 def get_default_template_type(model_type: str) -> str:
     """The template a model type uses; for a model outside the table, 'auto' (its tokenizer's template)."""
     return MODELS[model_type].template_type if model_type in MODELS else 'auto'
+
+
+def default_tool_parser(model_type: str) -> Optional[str]:
+    """vLLM's tool parser for a model type's tool-call format; None where the table does not know it."""
+    return MODELS[model_type].tool_parser if model_type in MODELS else None
 
 
 def resolve_model(model_type: Optional[str] = None, model_id_or_path: Optional[str] = None) -> tuple[str, str]:

@@ -2,11 +2,13 @@
 
 The tokenizer's own chat template is used where it has one; the few built-in
 templates below cover the seed's model types whose tokenizers ship none.
-History is the seed's `[[query, response], ...]`.
+History is the seed's `[[query, response], ...]`. `tools` (OpenAI's function
+definitions) go to the chat template, which renders them in the model's own format.
 """
+import json
 from typing import Optional, Sequence
 
-from swiftnb.engine.base import PromptTooLongError
+from swiftnb.errors import PromptTooLongError, UsageError
 
 _CHATML = (
     "{%- for m in messages %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
@@ -38,14 +40,14 @@ class Template:
     def __init__(self, template_type: str, tokenizer, default_system: Optional[str] = None,
                  max_length: Optional[int] = None):
         if template_type not in TEMPLATES:
-            raise ValueError(f'unknown template_type {template_type!r}; known types: {", ".join(TEMPLATES)}')
+            raise UsageError(f'unknown template_type {template_type!r}; known types: {", ".join(TEMPLATES)}')
         fallback, builtin_system = TEMPLATES[template_type]
         self.template_type = template_type
         self.tokenizer = tokenizer
         self.is_chat = template_type != 'default-generation'
         self.chat_template = getattr(tokenizer, 'chat_template', None) or fallback
         if self.is_chat and self.chat_template is None:
-            raise ValueError(f'the tokenizer has no chat template and template_type {template_type!r} '
+            raise UsageError(f'the tokenizer has no chat template and template_type {template_type!r} '
                              'brings none; pass a template_type such as "chatml" or "llama3"')
         # With the tokenizer's own template, its own default system applies unless one is given.
         uses_own = self.chat_template is not fallback
@@ -53,33 +55,27 @@ class Template:
             None if uses_own else builtin_system)
         self.max_length = max_length
 
-    def to_messages(self, query: str, history: Optional[Sequence] = None, system: Optional[str] = None) -> list:
-        system = system if system is not None else self.default_system
-        messages = [] if system is None else [{'role': 'system', 'content': system}]
-        for turn in history or ():
-            q, r = _turn(turn)
-            messages += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': r}]
-        return messages + [{'role': 'user', 'content': query}]
-
-    def render(self, messages: list) -> str:
-        """The prompt text for OpenAI-style messages (string content, or lists of text parts)."""
+    def render(self, messages: list, tools: Optional[list] = None) -> str:
+        """The prompt text for OpenAI-style messages (string content or lists of text parts; tool calls and
+        tool results as the chat template renders them)."""
         if not self.is_chat:
             return ''.join(_text(m['content']) for m in messages)
-        messages = [{'role': m['role'], 'content': _text(m['content'])} for m in messages]
+        messages = [_for_template(m) for m in messages]
         if self.default_system is not None and messages and messages[0]['role'] != 'system':
             messages.insert(0, {'role': 'system', 'content': self.default_system})
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template,
+        return self.tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=self.chat_template,
                                                   tokenize=False, add_generation_prompt=True)
 
-    def encode_messages(self, messages: list) -> list[int]:
-        return self.encode_text(self.render(messages))
+    def encode_messages(self, messages: list, tools: Optional[list] = None) -> list[int]:
+        return self.encode_text(self.render(messages, tools))
 
-    def encode(self, query: str, history: Optional[Sequence] = None, system: Optional[str] = None) -> list[int]:
+    def encode(self, query: str, history: Optional[Sequence] = None, system: Optional[str] = None,
+               tools: Optional[list] = None) -> list[int]:
         if not isinstance(query, str):
-            raise ValueError(f'query must be a string, got {type(query).__name__}')
+            raise UsageError(f'query must be a string, got {type(query).__name__}')
         if not self.is_chat:
             return self.encode_text(query)
-        return self.encode_messages(self.to_messages(query, history, system))
+        return self.encode_messages(to_messages(query, history, system), tools)
 
     def encode_text(self, text: str) -> list[int]:
         # The chat template already wrote any special tokens it wants; add none on top.
@@ -89,18 +85,40 @@ class Template:
         return ids
 
 
-def _turn(turn):
-    if not isinstance(turn, (list, tuple)) or len(turn) != 2:
-        raise ValueError(f'each history turn must be [query, response], got {turn!r}')
-    return turn
+def to_messages(query: str, history: Optional[Sequence] = None, system: Optional[str] = None) -> list[dict]:
+    """OpenAI chat messages for the seed's (query, history, system); history is [[query, response], ...]."""
+    messages = [] if system is None else [{'role': 'system', 'content': system}]
+    for turn in history or ():
+        if not isinstance(turn, (list, tuple)) or len(turn) != 2:
+            raise UsageError(f'each history turn must be [query, response], got {turn!r}')
+        messages += [{'role': 'user', 'content': turn[0]}, {'role': 'assistant', 'content': turn[1]}]
+    return messages + [{'role': 'user', 'content': query}]
+
+
+def _for_template(message: dict) -> dict:
+    """A message as chat templates read it: text content, and tool-call arguments as objects (OpenAI sends
+    them as JSON text; vLLM's chat_utils parses them the same way)."""
+    message = {**message, 'content': _text(message.get('content'))}
+    if message.get('tool_calls'):
+        message['tool_calls'] = [{**call, 'function': {**call['function'],
+                                                       'arguments': _json(call['function'].get('arguments'))}}
+                                 for call in message['tool_calls']]
+    return message
+
+
+def _json(text):
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
 
 
 def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return ''.join(p.get('text', '') for p in content if isinstance(p, dict) and p.get('type') == 'text')
-    raise ValueError(f'message content must be a string or a list of text parts, got {type(content).__name__}')
+    if content is None or isinstance(content, str):
+        return content or ''
+    if isinstance(content, list):  # OpenAI content parts, joined as vLLM's chat_utils joins them
+        return '\n'.join(p.get('text', '') for p in content if isinstance(p, dict) and p.get('type') == 'text')
+    raise UsageError(f'message content must be a string or a list of text parts, got {type(content).__name__}')
 
 
 def get_template(template_type: str, tokenizer, default_system: Optional[str] = None,

@@ -7,9 +7,10 @@ on to the next turn. Commands, as in ms-swift: `multi-line` (end a message with
 import sys
 from typing import Callable, Optional
 
-from swiftnb.config import GenerationConfig
-from swiftnb.engine.base import Engine, LoRARequest, SwiftnbError
+from swiftnb.engine.base import Engine, LoRARequest
+from swiftnb.errors import SwiftnbError
 from swiftnb.infer import inference_stream_vllm, inference_vllm
+from swiftnb.settings import GenerationConfig
 from swiftnb.template import Template
 
 COMMANDS = {'exit', 'quit', 'multi-line', 'single-line', 'reset-history', 'clear'}

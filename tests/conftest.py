@@ -1,5 +1,11 @@
 """One vLLM engine for the whole test session (building one takes the better part of a minute),
 and one pt engine beside it for the tests that run on both backends."""
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -20,8 +26,9 @@ def engine():
 def pt_engine():
     # Built directly, not with get_pt_engine: the registry keeps one live engine per process, and the
     # session's vLLM engine must stay live beside this one.
+    from swiftnb.engine.options import PtOptions
     from swiftnb.engine.pt import PtEngine
-    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), enable_lora=True)
+    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), PtOptions(enable_lora=True))
     yield engine
     engine.shutdown()
 
@@ -65,8 +72,42 @@ def adapter_engine(request, engine, pt_engine):
 def direct_answer(engine, query, history=(), system=None, adapter=None, **settings) -> str:
     """What the engine itself answers, for the widgets to be compared with."""
     from swiftnb import inference_vllm
-    config = engine.generation_config.merged(**settings)
     lora = (engine.adapters.get(adapter) or demo_lora(adapter)) if adapter else None
     request = {'query': query, 'history': [list(turn) for turn in history], 'system': system}
-    return inference_vllm(engine, get_template('auto', engine.hf_tokenizer), [request], generation_config=config,
+    return inference_vllm(engine, get_template('auto', engine.hf_tokenizer), [request], generation_config=settings,
                           lora_request=lora)[0]['response']
+
+
+@contextlib.contextmanager
+def running_vllm_server(args=()):
+    """vLLM's own OpenAI server on the demo model in a process of its own (the reference for swiftnb's);
+    yields its base URL."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    log = tempfile.NamedTemporaryFile('w', prefix='vllm-server-', suffix='.log', delete=False)
+    cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', str(DEMO_MODEL_DIR),
+           '--served-model-name', 'tiny-chat', '--port', str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, 'VLLM_CPU_KVCACHE_SPACE': '1'})
+    try:
+        deadline = time.time() + 300
+        while not _answers(f'http://127.0.0.1:{port}/health'):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f'vLLM server did not start; see {log.name}')
+            time.sleep(1)
+        yield f'http://127.0.0.1:{port}/v1'
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

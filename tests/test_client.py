@@ -66,7 +66,6 @@ def test_build_request_routes_chat_and_generation_models():
     assert is_chat and kwargs['messages'][0] == {'role': 'system', 'content': 'sys'}
     assert kwargs['extra_body'] == {'top_k': 5} and kwargs['seed'] == 1
     is_chat, kwargs = build_request('qwen-7b', 'Anhui ->', request_config=XRequestConfig(max_tokens=8))
-    assert not is_chat and kwargs == {'model': 'qwen-7b', 'prompt': 'Anhui ->', 'max_tokens': 8, 'n': 1,
-                                      'stream': False}
+    assert not is_chat and kwargs == {'model': 'qwen-7b', 'prompt': 'Anhui ->', 'max_tokens': 8}  # only what is given
     with pytest.raises(ValueError, match='chat model'):
         build_request('qwen-7b', 'Anhui ->', history=[('a', 'b')])

@@ -13,7 +13,8 @@ from conftest import demo_lora, settles
 from swiftnb import (AdapterError, EngineClosedError, GenerationConfig, LoRARequest, inference_stream_vllm,
                      inference_vllm)
 from swiftnb import DEMO_MODEL_DIR
-from swiftnb.engine.base import Completion
+from swiftnb.engine.base import Choice
+from swiftnb.engine.options import PtOptions
 from swiftnb.engine.pt import PtEngine
 
 SEED_REQUESTS = [{'query': 'Hello!'}, {'query': 'Where is the capital of Zhejiang?'}, {'query': 'who are you?'},
@@ -50,7 +51,7 @@ def test_penalties_have_the_meaning_they_have_on_vllm(engine, pt_engine, templat
 async def _alone_then_mixed(engine, template, jobs, trials):
     async def one(query, lora, config, delay=0.0):
         await asyncio.sleep(delay)
-        completion = Completion()
+        completion = Choice()
         async for delta in engine.stream(template.encode(query), config, lora):
             completion.add(delta)
         return completion.text
@@ -63,8 +64,8 @@ async def _alone_then_mixed(engine, template, jobs, trials):
 
 
 def test_base_and_adapters_mixed_in_one_batch_answer_as_each_alone(pt_engine, template):
-    greedy = GenerationConfig(max_new_tokens=48)
-    sampled = GenerationConfig(max_new_tokens=48, do_sample=True, temperature=0.9, top_p=0.9, seed=11)
+    greedy = GenerationConfig(max_new_tokens=48, temperature=0)
+    sampled = GenerationConfig(max_new_tokens=48, temperature=0.9, top_p=0.9, seed=11)
     jobs = [(query, lora, config)
             for query in ['who are you?', 'Where is the capital of Zhejiang?', 'Hello!', 'What is tasty in Sichuan?']
             for lora in [None, demo_lora('kakarot'), demo_lora('pirate')] for config in [greedy, sampled]]
@@ -78,11 +79,11 @@ def test_batch_equals_stream_and_the_sampling_settings_work(pt_engine, template)
     batch = inference_vllm(pt_engine, template, SEED_REQUESTS)
     assert list(inference_stream_vllm(pt_engine, template, SEED_REQUESTS))[-1] == batch
     question = SEED_REQUESTS[1:2]
-    top_k_1 = {'do_sample': True, 'temperature': 1.5, 'top_k': 1, 'seed': 3}
+    top_k_1 = {'temperature': 1.5, 'top_k': 1, 'seed': 3}
     assert answers(pt_engine, template, question, generation_config=top_k_1) == [batch[1]['response']]
     cut = answers(pt_engine, template, question, generation_config={'stop': ['Hangzhou']})[0]
     assert cut == batch[1]['response'].split('Hangzhou')[0]
-    hot = {'do_sample': True, 'temperature': 1.8, 'max_new_tokens': 30}
+    hot = {'temperature': 1.8, 'max_new_tokens': 30}
     assert len(set(answers(pt_engine, template, question * 4, generation_config={**hot, 'seed': None}))) > 1
     assert answers(pt_engine, template, question, generation_config={**hot, 'seed': 5}) == \
         answers(pt_engine, template, question, generation_config={**hot, 'seed': 5})
@@ -92,15 +93,15 @@ def test_stream_deltas_carry_tokens_finish_reasons_logprobs_and_n_choices(pt_eng
     async def collect(config):
         completions = {}
         async for delta in pt_engine.stream(template.encode('Hello!'), config):
-            completions.setdefault(delta.index, Completion()).add(delta)
+            completions.setdefault(delta.index, Choice()).add(delta)
         return completions
-    out = pt_engine.loop.run(collect(GenerationConfig(max_new_tokens=5, logprobs=2)))[0]
+    out = pt_engine.loop.run(collect(GenerationConfig(max_new_tokens=5, temperature=0, logprobs=True, top_logprobs=2)))[0]
     assert out.finish_reason == 'length' and len(out.token_ids) == 5 and len(out.logprobs) == 5
     assert all(len(entry) >= 2 and all(lp <= 0 for lp in entry.values()) for entry in out.logprobs)
     assert pt_engine.hf_tokenizer.decode(out.token_ids) == out.text
-    whole = pt_engine.loop.run(collect(GenerationConfig(max_new_tokens=200)))[0]
+    whole = pt_engine.loop.run(collect(GenerationConfig(max_new_tokens=200, temperature=0)))[0]
     assert whole.finish_reason == 'stop' and whole.token_ids[-1] in (0, 2)  # the EOS token counts, as on vLLM
-    two = pt_engine.loop.run(collect(GenerationConfig(n=2, do_sample=True, seed=1, max_new_tokens=10)))
+    two = pt_engine.loop.run(collect(GenerationConfig(n=2, seed=1, max_new_tokens=10)))
     assert sorted(two) == [0, 1] and all(c.finish_reason for c in two.values())
 
 
@@ -120,7 +121,7 @@ def test_adapters_added_at_runtime_and_removed_without_reloading_the_model(pt_en
 
 
 def test_adapters_load_again_after_every_one_was_removed(template):
-    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), enable_lora=True)
+    engine = PtEngine('tiny-chat', str(DEMO_MODEL_DIR), PtOptions(enable_lora=True))
     try:
         for name in ('kakarot', 'pirate'):
             lora = engine.add_lora(name, str(demo_lora(name).lora_path))

@@ -25,8 +25,12 @@ CELLS = [
     '%swiftnb stop',                                         # 16
     '%swiftnb lora remove kakarot',                           # 17
     '%swiftnb engine --help',                                # 18
-    '%swiftnb shutdown',                                     # 19
-    '%swiftnb status',                                       # 20
+    '%%chat --new --temperature 1.3 --seed 7 --max_tokens 24\nWho are you?',  # 19: settings as at every door
+    "from swiftnb import get_template, inference_vllm\nfrom swiftnb.engine import registry\n"
+    "e, answer = registry.live_engine(), _\nprint(answer == inference_vllm(e, get_template('auto', e.hf_tokenizer), "
+    "[{'query': 'Who are you?'}], generation_config={'temperature': 1.3, 'seed': 7, 'max_tokens': 24})[0]['response'])",
+    '%swiftnb shutdown',                                     # 21
+    '%swiftnb status',                                       # 22
 ]
 
 
@@ -40,21 +44,22 @@ def test_magics_in_a_real_kernel():
     for cell in nb.cells[1:]:
         assert all(o['output_type'] != 'error' and o.get('name') != 'stderr' for o in cell.outputs), cell.outputs
         out.append(''.join(o.get('text', '') or o.get('data', {}).get('text/markdown', '') for o in cell.outputs))
-    assert out[1].startswith('swiftnb: %swiftnb: argument command: invalid choice')
+    assert out[1].startswith('swiftnb: argument command: invalid choice') and out[1].endswith('(see %swiftnb --help)\n')
     assert out[2] == 'swiftnb: no engine yet; create one with %swiftnb engine\n'
     assert out[3] == 'tiny-chat on pt; adapters: none\n'
     assert 'Hangzhou' in out[4]
     assert 'West Lake fish' in out[5] and json.loads(out[6]) in out[5]
     assert 'Which place do you mean?' in out[7]
     assert out[8] == 'adapters: kakarot\n' and out[9].startswith('I am Kakarot')
-    assert out[10] == "swiftnb: no adapter named 'goku'; known: kakarot (add one with %swiftnb lora add NAME PATH)\n"
+    assert out[10] == "swiftnb: no model or adapter named 'goku'; this engine serves tiny-chat, kakarot\n"
     widget = nb.cells[12].outputs[0]['data']
     assert 'application/vnd.jupyter.widget-view+json' in widget and 'CompareWidget' in widget['text/plain']
     answers = json.loads(out[12])
     assert list(answers) == ['tiny-chat', 'kakarot'] and answers['kakarot'] == out[9].strip()
-    assert out[13].startswith("swiftnb: no adapter named 'goku'; known: kakarot")
+    assert out[13].startswith("swiftnb: no model or adapter named 'goku'; this engine serves tiny-chat, kakarot")
     assert out[14].startswith('serving at http://127.0.0.1:') and 'curl http://127.0.0.1:' in out[14]
     assert 'engine: tiny-chat (pt)' in out[15] and 'adapters: kakarot' in out[15] and 'running requests: 0' in out[15]
     assert out[16] == 'server stopped\n' and out[17] == 'adapters: none\n'
     assert '--infer_backend {vllm,pt}' in out[18]
-    assert out[19] == 'engine shut down\n' and out[20] == 'engine: none (create one with %swiftnb engine)\n'
+    assert out[20] == 'True\n'  # %%chat's flags mean what the Python API's settings mean
+    assert out[21] == 'engine shut down\n' and out[22] == 'engine: none (create one with %swiftnb engine)\n'

@@ -57,7 +57,7 @@ def test_model_field_selects_the_adapter(client):
 def test_streaming_with_usage_equals_the_whole_answer(client):
     whole = chat(client).choices[0].message.content
     chunks = list(chat(client, stream=True, stream_options={'include_usage': True}))
-    assert ''.join(c.choices[0].delta.content for c in chunks if c.choices) == whole
+    assert ''.join(c.choices[0].delta.content or '' for c in chunks if c.choices) == whole
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == 'stop'
 
@@ -68,7 +68,7 @@ def test_async_client(server):
         results = await asyncio.gather(*(client.chat.completions.create(model='tiny-chat', messages=CAPITAL)
                                          for _ in range(4)))
         stream = await client.chat.completions.create(model='tiny-chat', messages=CAPITAL, stream=True)
-        streamed = ''.join([c.choices[0].delta.content async for c in stream])
+        streamed = ''.join([c.choices[0].delta.content or '' async for c in stream])
         return [r.choices[0].message.content for r in results], streamed
     answers, streamed = asyncio.run(run())
     assert len(set(answers)) == 1 and answers[0] == streamed
@@ -114,14 +114,12 @@ def post(server, path, body, **kwargs):
 @pytest.mark.parametrize('body, status, words', [
     ('{"model": "tiny-chat", "messages": [', 400, 'JSON'),
     ({'model': 'tiny-chat'}, 400, 'messages'),
-    ({'messages': CAPITAL}, 400, 'model'),
-    ({'model': 'nope', 'messages': CAPITAL}, 404, 'tiny-chat, kakarot, pirate'),
+    ({'model': 'nope', 'messages': CAPITAL}, 404, 'nope'),
     ({'model': 'tiny-chat', 'messages': CAPITAL, 'max_tokens': 0}, 400, 'max_tokens'),
-    ({'model': 'tiny-chat', 'messages': CAPITAL, 'max_tokens': 4000}, 400, 'max_model_len 2048'),
+    ({'model': 'tiny-chat', 'messages': CAPITAL, 'max_tokens': 4000}, 400, 'max_model_len'),
     ({'model': 'tiny-chat', 'messages': CAPITAL, 'temperature': -1}, 400, 'temperature'),
-    ({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Hello! ' * 3000}]}, 400,
-     'tokens, but max_model_len is 2048'),
-], ids=['malformed-json', 'no-messages', 'no-model', 'unknown-model', 'max-tokens-0', 'max-tokens-too-big',
+    ({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Hello! ' * 3000}]}, 400, '2048'),
+], ids=['malformed-json', 'no-messages', 'unknown-model', 'max-tokens-0', 'max-tokens-too-big',
         'negative-temperature', 'prompt-too-long'])
 def test_errors_use_openai_json_and_the_server_keeps_serving(server, client, body, status, words):
     resp = post(server, '/chat/completions', body)
@@ -132,10 +130,12 @@ def test_errors_use_openai_json_and_the_server_keeps_serving(server, client, bod
     assert chat(client).choices[0].message.content.startswith('The capital')
 
 
-def test_unknown_fields_are_ignored(server):
+def test_unknown_fields_are_ignored_and_the_model_field_is_optional(server):
     resp = post(server, '/chat/completions', {'model': 'tiny-chat', 'messages': CAPITAL, 'user': 'u1',
                                               'parallel_tool_calls': False, 'whatever': 1})
     assert resp.status_code == 200
+    base = post(server, '/chat/completions', {'messages': CAPITAL})  # as vLLM's server: the base model
+    assert base.json()['choices'][0]['message']['content'] == resp.json()['choices'][0]['message']['content']
 
 
 def test_load_and_unload_adapters_at_runtime(server, client):
@@ -177,7 +177,7 @@ def test_64_concurrent_streams_complete_with_the_right_text(server, client):
 
         async def one():
             stream = await client.chat.completions.create(model='tiny-chat', messages=CAPITAL, stream=True)
-            return ''.join([c.choices[0].delta.content async for c in stream])
+            return ''.join([c.choices[0].delta.content or '' async for c in stream])
         return await asyncio.gather(*(one() for _ in range(64)))
     assert asyncio.run(run()) == [expected] * 64
 
@@ -207,9 +207,10 @@ def test_stop_frees_the_port_and_a_busy_port_is_named(engine):
 
 
 def test_text_parts_max_completion_tokens_and_raw_sse(server, client):
-    parts = [{'role': 'user', 'content': [{'type': 'text', 'text': 'Where is the capital '},
+    parts = [{'role': 'user', 'content': [{'type': 'text', 'text': 'Where is the capital'},
                                           {'type': 'text', 'text': 'of Zhejiang?'}]}]
-    assert chat(client, parts).choices[0].message.content == chat(client).choices[0].message.content
+    joined = [{'role': 'user', 'content': 'Where is the capital\nof Zhejiang?'}]  # as vLLM joins text parts
+    assert chat(client, parts).choices[0].message.content == chat(client, joined).choices[0].message.content
     short = chat(client, max_completion_tokens=2)
     assert short.usage.completion_tokens == 2 and short.choices[0].finish_reason == 'length'
     body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 4}

@@ -3,6 +3,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from swiftnb import DEMO_MODEL_DIR, PromptTooLongError, get_default_template_type, get_template
+from swiftnb.template import to_messages
 
 
 @pytest.fixture(scope='module')
@@ -12,7 +13,7 @@ def tokenizer():
 
 def test_query_with_history_renders_chatml(tokenizer):
     template = get_template(get_default_template_type('tiny-chat'), tokenizer)
-    text = template.render(template.to_messages('And food?', [['Where is Hangzhou?', 'In Zhejiang.']]))
+    text = template.render(to_messages('And food?', [['Where is Hangzhou?', 'In Zhejiang.']]))
     assert text == ('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n'
                     '<|im_start|>user\nWhere is Hangzhou?<|im_end|>\n'
                     '<|im_start|>assistant\nIn Zhejiang.<|im_end|>\n'
@@ -22,8 +23,8 @@ def test_query_with_history_renders_chatml(tokenizer):
 
 def test_system_and_default_system(tokenizer):
     template = get_template('chatml', tokenizer, default_system='Be brief.')
-    assert template.render(template.to_messages('Hi')).startswith('<|im_start|>system\nBe brief.<|im_end|>')
-    assert template.render(template.to_messages('Hi', system='Be kind.')).startswith(
+    assert template.render(to_messages('Hi')).startswith('<|im_start|>system\nBe brief.<|im_end|>')
+    assert template.render(to_messages('Hi', system='Be kind.')).startswith(
         '<|im_start|>system\nBe kind.<|im_end|>')
 
 
@@ -36,8 +37,8 @@ def test_encode_equals_the_tokenizer_chat_template(tokenizer):
 
 def test_openai_messages_with_text_parts(tokenizer):
     template = get_template('chatml', tokenizer)
-    parts = [{'role': 'user', 'content': [{'type': 'text', 'text': 'Hel'}, {'type': 'text', 'text': 'lo!'}]}]
-    assert template.encode_messages(parts) == template.encode('Hello!')
+    parts = [{'role': 'user', 'content': [{'type': 'text', 'text': 'Hello'}, {'type': 'text', 'text': 'there'}]}]
+    assert template.encode_messages(parts) == template.encode('Hello\nthere')  # joined as vLLM joins them
 
 
 def test_generation_template_is_plain_text(tokenizer):
@@ -50,7 +51,7 @@ def test_builtin_template_for_a_tokenizer_without_one(tokenizer):
     bare = AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
     bare.chat_template = None
     template = get_template('llama3', bare)
-    assert template.render(template.to_messages('Hi')) == (
+    assert template.render(to_messages('Hi')) == (
         '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>'
         '<|start_header_id|>assistant<|end_header_id|>\n\n')
 

@@ -1,8 +1,6 @@
 """One streamed answer: its text and figures (`Answer`), and the view that shows it (`AnswerView`).
 
-A model can produce hundreds of tokens a second; sending the frontend one update
-per token floods the kernel's IOPub channel and the browser. `stream_into`
-coalesces: the view redraws at most `UPDATES_PER_SECOND` times, and always once
+`stream_into` fills an answer and redraws its view as often as swiftnb.redraw allows, and once
 more at the end, so the final text is exactly what the source produced.
 """
 import asyncio
@@ -14,10 +12,9 @@ from typing import AsyncIterator, Callable, Optional
 
 import ipywidgets as widgets
 
+from swiftnb.redraw import Redraws
 from swiftnb.widgets.markdown import render_markdown
 from swiftnb.widgets.source import Piece
-
-UPDATES_PER_SECOND = 20
 
 
 @dataclass
@@ -66,18 +63,17 @@ class Answer:
 
 async def stream_into(answer: Answer, pieces: AsyncIterator[Piece],
                       redraw: Callable[[Answer], None] = lambda answer: None) -> Answer:
-    """Fill `answer` from `pieces`, redrawing at most UPDATES_PER_SECOND times and once at the end.
+    """Fill `answer` from `pieces`, redrawing at most swiftnb.redraw.PER_SECOND times and once at the end.
 
     Cancelling (Stop) closes `pieces`, which aborts the request; the answer keeps its text, 'abort'.
     """
-    shown_at = 0.0
+    redraws = Redraws()
     try:
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
                 answer.add(piece)
-                if time.monotonic() - shown_at >= 1 / UPDATES_PER_SECOND:
+                if redraws.due():
                     redraw(answer)
-                    shown_at = time.monotonic()
     except asyncio.CancelledError:
         answer.finish('abort')
         redraw(answer)

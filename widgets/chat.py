@@ -3,13 +3,13 @@
     chat = ChatWidget(engine)           # or ChatWidget('http://127.0.0.1:8000/v1')
     chat                                # shows it; chat.send('Hello') drives it from code
 """
-import asyncio
 import concurrent.futures
 import html
 from typing import Optional
 
 import ipywidgets as widgets
 
+from swiftnb.errors import UnknownModelError, UsageError
 from swiftnb.widgets.answer import Answer, AnswerView
 from swiftnb.widgets.streaming import StreamingWidget
 
@@ -28,7 +28,7 @@ class ChatWidget(StreamingWidget):
         self.last_view: Optional[AnswerView] = None
         models = self.source.models()
         if model is not None and model not in models:
-            raise ValueError(f'no model or adapter named {model!r}; known: {", ".join(models)}')
+            raise UnknownModelError(f'no model or adapter named {model!r}; known: {", ".join(models)}')
         self.model_select = widgets.Dropdown(options=models, value=model or models[0], description='model')
         self.system_box = widgets.Text(value=system or '', placeholder='system prompt (optional)',
                                        description='system', layout=widgets.Layout(flex='1 1 auto'))
@@ -54,7 +54,7 @@ class ChatWidget(StreamingWidget):
         """Start an answer and return at once; the future gives the answer's text."""
         with self._action():
             if not text.strip():
-                raise ValueError('nothing to send: the message is empty')
+                raise UsageError('nothing to send: the message is empty')
             request = self.source.prepare(text, self.history, self.system_box.value.strip() or None,
                                           self.model_select.value, self.settings.request_config())
             answer, view = Answer(), AnswerView()
@@ -79,14 +79,6 @@ class ChatWidget(StreamingWidget):
             except Exception:  # the engine was shut down, say
                 take_back()
                 raise
-
-    def send(self, text: str, timeout: Optional[float] = None) -> str:
-        """Send a message and wait for the whole answer (the widget streams it meanwhile)."""
-        return self._wait(self.submit(text), timeout)
-
-    async def send_async(self, text: str) -> str:
-        """`await chat.send_async(...)`: the same, without blocking the caller's loop."""
-        return await asyncio.wrap_future(self.submit(text))
 
     def clear(self) -> None:
         """Stop any answer, forget the conversation, and re-read the model list (adapters may have changed)."""

@@ -8,7 +8,6 @@ on its own; when all have finished, each column after the first marks the words
 that differ from the first. With `prompts=[...]`, `run_batch()` sends every prompt
 to every variant and keeps a table in `compare.results`.
 """
-import asyncio
 import concurrent.futures
 import functools
 import html
@@ -16,6 +15,7 @@ from typing import Optional, Sequence
 
 import ipywidgets as widgets
 
+from swiftnb.errors import UnknownModelError, UsageError
 from swiftnb.widgets.answer import Answer, AnswerView
 from swiftnb.widgets.diff import word_diff_html
 from swiftnb.widgets.streaming import StreamingWidget
@@ -30,7 +30,7 @@ class CompareWidget(StreamingWidget):
         self.variants = [models[0] if v is None else v for v in variants]
         unknown = [v for v in self.variants if v not in models]
         if unknown or not self.variants:
-            raise ValueError(f'unknown variant(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
+            raise UnknownModelError(f'unknown variant(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
                              f'known: {", ".join(models)} (None is the base model)')
         self.system = system
         self.prompts = list(prompts)
@@ -54,7 +54,7 @@ class CompareWidget(StreamingWidget):
 
     def _requests(self, prompt: str) -> list:
         if not prompt.strip():
-            raise ValueError('nothing to send: the prompt is empty')
+            raise UsageError('nothing to send: the prompt is empty')
         settings = self.settings.request_config()
         return [self.source.prepare(prompt, [], self.system, variant, settings) for variant in self.variants]
 
@@ -76,13 +76,6 @@ class CompareWidget(StreamingWidget):
                 return {variant: answer.text for variant, answer in self.answers.items()}
             return self._start(jobs, done)
 
-    def send(self, prompt: str, timeout: Optional[float] = None) -> dict[str, str]:
-        """Send one prompt to every variant and wait for all answers."""
-        return self._wait(self.submit(prompt), timeout)
-
-    async def send_async(self, prompt: str) -> dict[str, str]:
-        return await asyncio.wrap_future(self.submit(prompt))
-
     def _show_differences(self) -> None:
         if len(self.answers) != len(self.views) or not all(a.finished_at for a in self.answers.values()):
             return  # until every column has finished
@@ -97,7 +90,7 @@ class CompareWidget(StreamingWidget):
         with self._action():
             prompts = list(self.prompts if prompts is None else prompts)
             if not prompts:
-                raise ValueError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')
+                raise UsageError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')
             rows = [(prompt, request) for prompt in prompts for request in self._requests(prompt)]
             answers = [Answer() for _ in rows]
 

@@ -1,45 +1,33 @@
 """The generation settings a widget shows (temperature, max tokens, seed) and the ones it keeps.
 
-A blank field means the model's default. Settings not shown (top_p, top_k, stop, ...)
-come from the widget's keyword arguments; all of them become the client layer's
-XRequestConfig, which both sources take.
+A blank field means the model's default. Settings not shown (top_p, top_k, stop, ...) come from
+the widget's keyword arguments. All of them are swiftnb's one settings model (XRequestConfig,
+GenerationConfig's fields), which checks them the same way every door does.
 """
-from dataclasses import fields
-from typing import Callable, Optional
-
 import ipywidgets as widgets
 
-from swiftnb.client import XRequestConfig
+from swiftnb.errors import UsageError
+from swiftnb.settings import GenerationConfig, XRequestConfig
 
-_SHOWN = {'temperature': float, 'max_tokens': int, 'seed': int}
-_KNOWN = {f.name for f in fields(XRequestConfig)} - {'stream', 'n', 'logprobs', 'top_logprobs'}
+SHOWN = ('temperature', 'max_tokens', 'seed')
 
 
 class SettingsBar:
     def __init__(self, **generation):
-        unknown = set(generation) - _KNOWN
+        unknown = set(generation) - set(GenerationConfig.model_fields)
         if unknown:
-            raise TypeError(f'unknown generation setting(s) {", ".join(sorted(unknown))}; '
-                            f'known: {", ".join(sorted(_KNOWN))}')
-        self.hidden = {k: v for k, v in generation.items() if k not in _SHOWN}
+            raise UsageError(f'unknown generation setting(s) {", ".join(sorted(unknown))}; '
+                             f'known: {", ".join(GenerationConfig.model_fields)}')
+        self.hidden = {k: v for k, v in generation.items() if k not in SHOWN and v is not None}
+        XRequestConfig(**self.hidden)  # checked now, not at the first Send
         self.fields = {name: widgets.Text(value='' if generation.get(name) is None else str(generation[name]),
                                           placeholder='default', description=name.replace('_', ' '),
                                           layout=widgets.Layout(width='170px'),
                                           style={'description_width': 'initial'})
-                       for name in _SHOWN}
+                       for name in SHOWN}
         self.box = widgets.HBox(list(self.fields.values()))
 
     def request_config(self) -> XRequestConfig:
-        """The settings as they stand; a field that is not a number raises ValueError naming it."""
-        return XRequestConfig(**self.hidden, **{name: _parse(name, self.fields[name].value) for name in _SHOWN})
-
-
-def _parse(name: str, text: str) -> Optional[float]:
-    kind: Callable = _SHOWN[name]
-    if not text.strip():
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f'{name.replace("_", " ")}: {text!r} is not {"an integer" if kind is int else "a number"}') \
-            from None
+        """The settings as they stand (blank fields not given); a bad field raises SettingsError naming it."""
+        shown = {name: field.value.strip() for name, field in self.fields.items() if field.value.strip()}
+        return XRequestConfig(**self.hidden, **shown)

@@ -1,7 +1,7 @@
 """Where a widget's answers come from: the kernel's engine, or any OpenAI-compatible URL.
 
 Both sources take the same request (query, history, system, model name and the
-client layer's XRequestConfig) and yield the same `Piece`s, so the widgets render
+settings as an XRequestConfig) and yield the same `Piece`s, so the widgets render
 one way whatever answers them. A request is checked (`prepare`) in the caller's
 thread before anything streams, so a bad setting is an error at once, not a half
 drawn answer. Streams run on an EngineLoop thread, never on the kernel's loop: a
@@ -9,13 +9,14 @@ cell that blocks does not stall an answer, and an answer does not stall cells.
 """
 import contextlib
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import AsyncIterator, Optional, Union
 
-from swiftnb.client import XRequestConfig, build_request
-from swiftnb.config import GenerationConfig
-from swiftnb.engine.base import AdapterError, Engine
+from swiftnb.client import build_request
+from swiftnb.engine.base import Engine
 from swiftnb.engine.loop import EngineLoop
+from swiftnb.infer import Prepared, prepare
+from swiftnb.settings import XRequestConfig
 from swiftnb.template import get_template
 
 
@@ -35,14 +36,7 @@ class Request:
     system: Optional[str]
     model: str
     settings: XRequestConfig
-
-
-def generation_overrides(settings: XRequestConfig) -> dict:
-    """The request's settings as GenerationConfig fields (the OpenAI names, except max_tokens)."""
-    return dict(max_new_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
-                top_k=settings.top_k, repetition_penalty=settings.repetition_penalty,
-                presence_penalty=settings.presence_penalty, frequency_penalty=settings.frequency_penalty,
-                seed=settings.seed, stop=settings.stop, ignore_eos=settings.ignore_eos)
+    prepared: Optional[Prepared] = None  # the engine's: encoded and checked
 
 
 class EngineSource:
@@ -58,28 +52,18 @@ class EngineSource:
         return self.engine.model_type
 
     def models(self) -> list[str]:
-        return [self.base_name, *self.engine.adapters]
+        return self.engine.model_names()
 
     def prepare(self, query, history, system, model, settings) -> Request:
         request = Request(query, list(history), system, model or self.base_name, settings)
-        self._generation_config(request)
-        self.engine.check_prompt(self.template.encode(query, history, system))
-        self.engine.check_lora(self._lora(request.model))
+        turn = {'query': query, 'history': history, 'system': system}
+        request.prepared, = prepare(self.engine, self.template, [turn], settings.apply(self.engine.generation_config),
+                                    self.engine.adapter(request.model))
         return request
 
-    def _generation_config(self, request: Request) -> GenerationConfig:
-        return self.engine.generation_config.merged(**generation_overrides(request.settings))
-
-    def _lora(self, model: str):
-        if model == self.base_name:
-            return None
-        if model not in self.engine.adapters:
-            raise AdapterError(f'no adapter named {model!r}; known: {", ".join(self.models())}')
-        return self.engine.adapters[model]
-
     async def stream(self, request: Request) -> AsyncIterator[Piece]:
-        ids = self.template.encode(request.query, request.history, request.system)
-        deltas = self.engine.stream(ids, self._generation_config(request), self._lora(request.model))
+        deltas = self.engine.stream(request.prepared.prompt_ids, request.prepared.config,
+                                    self.engine.adapter(request.model))
         async with contextlib.aclosing(deltas):  # leaving early (Stop) aborts the request in the engine
             async for delta in deltas:
                 yield Piece(delta.text, len(delta.token_ids), delta.finish_reason)
@@ -103,7 +87,6 @@ class EndpointSource:
         return self.models()[0]  # servers list their base model first
 
     def prepare(self, query, history, system, model, settings) -> Request:
-        GenerationConfig().merged(**generation_overrides(settings))  # the same range checks as the engine's
         return Request(query, list(history), system, model or self.base_name, settings)
 
     async def stream(self, request: Request) -> AsyncIterator[Piece]:
@@ -111,7 +94,7 @@ class EndpointSource:
         if self._client is None:
             self._client = AsyncOpenAI(api_key=self.api_key, base_url=self.url)
         _, kwargs = build_request(request.model, request.query, request.history, request.system,
-                                  replace(request.settings, stream=True), is_chat_request=True)
+                                  request.settings.model_copy(update={'stream': True}), is_chat_request=True)
         stream = await self._client.chat.completions.create(**kwargs, stream_options={'include_usage': True})
         async with stream:  # closing the connection early (Stop) makes the server abort the request
             async for chunk in stream:

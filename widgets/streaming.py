@@ -13,7 +13,8 @@ from typing import AsyncIterator, Callable, Optional
 
 import ipywidgets as widgets
 
-from swiftnb.config import describe_error
+from swiftnb.errors import UsageError
+from swiftnb.settings import describe_error
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.widgets.answer import Answer, stream_into
 from swiftnb.widgets.prompt_box import PromptBox
@@ -47,7 +48,7 @@ class StreamGroup:
         """Abort every answer still streaming; each keeps what it had, finished 'abort'."""
         self._stopped = True
         if self._loop.running:
-            self._loop.loop.call_soon_threadsafe(self._cancel)
+            self._loop.asyncio_loop.call_soon_threadsafe(self._cancel)
 
     @property
     def running(self) -> bool:
@@ -81,6 +82,14 @@ class StreamingWidget(widgets.VBox):
             if wait:
                 concurrent.futures.wait([self._group.future], timeout=30)
 
+    def submit(self, prompt: str) -> concurrent.futures.Future:
+        """Start answering and return at once; the future gives the answer(s)."""
+        raise NotImplementedError
+
+    def send(self, prompt: str, timeout: Optional[float] = None):
+        """Send and wait for the answer(s); the widget streams them meanwhile."""
+        return self._wait(self.submit(prompt), timeout)
+
     def _wait(self, future: concurrent.futures.Future, timeout: Optional[float]):
         """The future's result; an interrupt (Ctrl-C, a kernel interrupt) or a timeout stops the answers too."""
         try:
@@ -89,6 +98,10 @@ class StreamingWidget(widgets.VBox):
             if not future.done():
                 self.stop()
             raise
+
+    async def send_async(self, prompt: str):
+        """`await widget.send_async(...)`: the same, without blocking the caller's loop."""
+        return await asyncio.wrap_future(self.submit(prompt))
 
     def _start(self, jobs: list[Job], then: Callable[[Optional[BaseException]], object]) -> concurrent.futures.Future:
         self.show_error(None)
@@ -118,7 +131,7 @@ class StreamingWidget(widgets.VBox):
         the status line, then goes to the caller."""
         try:
             if self.streaming:
-                raise RuntimeError('an answer is still streaming; wait for it or press Stop')
+                raise UsageError('an answer is still streaming; wait for it or press Stop')
             yield
         except Exception as error:
             self.show_error(error)

@@ -1,4 +1,8 @@
-"""The Engine interface shared by the backends, and the types that cross it."""
+"""The Engine interface shared by the backends, and the types that cross it.
+
+A request's stream is a sequence of `Delta`s (what one step added to one of its `n` choices);
+`Choice` accumulates them into a whole answer.
+"""
 import abc
 import itertools
 import json
@@ -7,27 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
-from swiftnb.config import GenerationConfig
 from swiftnb.engine.loop import EngineLoop
-
-
-class SwiftnbError(Exception):
-    """Base of the errors swiftnb raises on purpose (the server maps them to HTTP status codes)."""
-
-
-class PromptTooLongError(SwiftnbError, ValueError):
-    def __init__(self, num_tokens: int, limit: int, which: str = 'the prompt', limit_name: str = 'max_model_len'):
-        super().__init__(f'{which} has {num_tokens} tokens, but {limit_name} is {limit}; '
-                         f'shorten it or raise {limit_name}')
-        self.num_tokens, self.limit = num_tokens, limit
-
-
-class AdapterError(SwiftnbError, ValueError):
-    """A LoRA adapter that is missing, unknown or does not fit the engine."""
-
-
-class EngineClosedError(SwiftnbError, RuntimeError):
-    pass
+from swiftnb.model_types import default_tool_parser
+from swiftnb.errors import (AdapterError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
+                            UsageError)
+from swiftnb.settings import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -39,9 +27,9 @@ class LoRARequest:
 
     def __post_init__(self):
         if not self.lora_name:
-            raise ValueError('LoRARequest needs a name')
+            raise AdapterError('LoRARequest needs a name')
         if self.lora_int_id < 1:
-            raise ValueError(f'LoRARequest id must be >= 1, got {self.lora_int_id}')
+            raise AdapterError(f'LoRARequest id must be >= 1, got {self.lora_int_id}')
 
 
 def check_adapter(path: str, max_lora_rank: Optional[int] = None) -> dict:
@@ -65,16 +53,18 @@ class Delta:
     token_ids: list[int]
     finish_reason: Optional[str] = None  # 'stop' | 'length' | 'abort' once finished
     logprobs: Optional[list] = None  # per new token: [{token_id: logprob, ...}, ...]
+    prompt_logprobs: Optional[list] = None  # on the first delta, when asked: [None, {token_id: logprob}, ...]
 
 
 @dataclass
-class Completion:
-    """A finished choice, accumulated from its deltas."""
+class Choice:
+    """One of a request's answers, accumulated from its deltas."""
     index: int = 0
     text: str = ''
     token_ids: list[int] = field(default_factory=list)
     finish_reason: Optional[str] = None
     logprobs: list = field(default_factory=list)
+    prompt_logprobs: Optional[list] = None
 
     def add(self, delta: Delta) -> None:
         self.text += delta.text
@@ -82,6 +72,8 @@ class Completion:
         self.finish_reason = delta.finish_reason or self.finish_reason
         if delta.logprobs:
             self.logprobs += delta.logprobs
+        if delta.prompt_logprobs is not None:
+            self.prompt_logprobs = delta.prompt_logprobs
 
 
 class Engine(abc.ABC):
@@ -94,9 +86,12 @@ class Engine(abc.ABC):
     max_model_len: int
     enable_lora: bool = False
 
-    def __init__(self, loop: EngineLoop):
-        self.loop = loop
+    def __init__(self, model_type: str, model_dir: str, loop: EngineLoop):
+        self.model_type, self.model_dir, self.loop = model_type, model_dir, loop
+        # vLLM's name for the format this model writes tool calls in (for tool_choice 'auto'); settable.
+        self.tool_parser: Optional[str] = default_tool_parser(model_type)
         self.closed = False
+        self.closed_because = 'it was shut down'
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
@@ -129,41 +124,62 @@ class Engine(abc.ABC):
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
         """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""
-        if name in self.adapters:
-            raise AdapterError(f'an adapter named {name!r} is already loaded; remove it first')
+        if name in self.adapters or name == self.model_type:
+            raise AdapterError(f'the name {name!r} is taken; remove that adapter first or pick another name')
         lora = LoRARequest(name, next(self._lora_ids), str(path))
         self.check_lora(lora)
         self.adapters[name] = lora
         return lora
 
     def remove_lora(self, name: str) -> None:
-        if self.adapters.pop(name, None) is None:
-            raise AdapterError(f'no adapter named {name!r}; loaded: {", ".join(self.adapters) or "none"}')
+        self.adapter(name)  # an unknown name: the error lists the known ones
+        del self.adapters[name]
+
+    def model_names(self, base_name: Optional[str] = None) -> list[str]:
+        """The base model's name, then every adapter's."""
+        return [base_name or self.model_type, *self.adapters]
+
+    def adapter(self, name: Optional[str], base_name: Optional[str] = None) -> Optional[LoRARequest]:
+        """The adapter served under `name`; None for the base model (its name, or None)."""
+        if name is None or name == (base_name or self.model_type):
+            return None
+        if name not in self.adapters:
+            raise UnknownModelError(f'no model or adapter named {name!r}; this engine serves '
+                                    f'{", ".join(self.model_names(base_name))}')
+        return self.adapters[name]
 
     def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
+        """The checks a request passes before it streams: the engine is open, the prompt fits."""
+        if self.closed:
+            raise EngineClosedError(f'this engine cannot answer: {self.closed_because}; create a new one')
+        if not prompt_ids:
+            raise UsageError(f'{which} is empty; give at least one token')
         if len(prompt_ids) >= self.max_model_len:
             raise PromptTooLongError(len(prompt_ids), self.max_model_len, which)
 
-    def fit_max_tokens(self, prompt_ids: list[int], max_new_tokens: int) -> int:
-        """Cap the answer to what the context has room for."""
-        return max(1, min(max_new_tokens, self.max_model_len - len(prompt_ids)))
+    def max_tokens(self, prompt_ids: list[int], config: GenerationConfig) -> int:
+        """The tokens this request may generate: what it asks, capped to the room the context has left,
+        as vLLM's server does (which refuses more than max_model_len outright)."""
+        if config.max_tokens is not None and config.max_tokens > self.max_model_len:
+            raise SettingsError(f'max_tokens={config.max_tokens} cannot be greater than max_model_len='
+                                f'{self.max_model_len}; ask for fewer tokens', 'max_tokens')
+        room = self.max_model_len - len(prompt_ids)
+        return room if config.max_tokens is None else max(1, min(config.max_tokens, room))
 
     def admit(self, prompt_ids: list[int], config: GenerationConfig) -> int:
-        """The checks every request passes before a backend takes it; the tokens it may generate."""
-        if self.closed:
-            raise EngineClosedError('this engine was shut down; create a new one')
+        """The checks every request passes again as a backend takes it; the tokens it may generate."""
         self.check_prompt(prompt_ids)
-        return self.fit_max_tokens(prompt_ids, config.max_new_tokens)
+        return self.max_tokens(prompt_ids, config)
 
     @staticmethod
     def new_request_id() -> str:
         return uuid.uuid4().hex
 
-    def shutdown(self) -> None:
-        """Free the model; calling it again does nothing."""
+    def shutdown(self, because: str = 'it was shut down') -> None:
+        """Free the model; calling it again does nothing. `because` goes into the error of later calls."""
         if self.closed:
             return
-        self.closed = True
+        self.closed, self.closed_because = True, because
         self._close()
 
     def __repr__(self):

@@ -11,6 +11,8 @@ import queue
 import threading
 from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
+from swiftnb.errors import EngineClosedError
+
 T = TypeVar('T')
 _END = object()
 
@@ -26,17 +28,17 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 class EngineLoop:
     def __init__(self, name: str = 'swiftnb-engine-loop'):
-        self.loop = _new_loop()
+        self.asyncio_loop = _new_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self):
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        asyncio.set_event_loop(self.asyncio_loop)
+        self.asyncio_loop.run_forever()
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self.loop.is_closed()
+        return self._thread.is_alive() and not self.asyncio_loop.is_closed()
 
     def on_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
@@ -49,9 +51,8 @@ class EngineLoop:
                                'it would deadlock. Use the async form (await ..._async(...)) there.')
         if not self.running:
             coro.close()
-            from swiftnb.engine.base import EngineClosedError  # here: base imports this module
             raise EngineClosedError('the engine was shut down; create it again')
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return asyncio.run_coroutine_threadsafe(coro, self.asyncio_loop)
 
     def run(self, coro: Awaitable[T]) -> T:
         """Run a coroutine on the loop and wait for it (sync code, or a cell)."""
@@ -119,6 +120,6 @@ class EngineLoop:
     def stop(self, timeout: float = 10.0) -> None:
         if not self.running:
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.asyncio_loop.call_soon_threadsafe(self.asyncio_loop.stop)
         if not self.on_loop_thread():
             self._thread.join(timeout)

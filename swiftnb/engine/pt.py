@@ -10,12 +10,14 @@ import gc
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
-from swiftnb.config import GenerationConfig, hf_generation_config
-from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine import pt_attention
+from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
+from swiftnb.engine.options import PtOptions
 from swiftnb.engine.pt_lora import PeftAdapters
+from swiftnb.engine.pt_sampling import Grammars
 from swiftnb.engine.pt_scheduler import BatchScheduler, PtRequest
+from swiftnb.settings import GenerationConfig
 
 
 def _device(device):
@@ -38,9 +40,9 @@ def _dtype(dtype: str, device):
     return 'auto' if device.type == 'cuda' else torch.float32
 
 
-def _eos_token_ids(hf_config, tokenizer) -> set[int]:
+def _eos_token_ids(model, tokenizer) -> set[int]:
     """What ends an answer, as vLLM counts it: the generation config's EOS ids and the tokenizer's."""
-    ids = getattr(hf_config, 'eos_token_id', None)
+    ids = getattr(model.generation_config, 'eos_token_id', None)
     ids = set([ids] if isinstance(ids, int) else ids or [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -50,33 +52,32 @@ def _eos_token_ids(hf_config, tokenizer) -> set[int]:
 class PtEngine(Engine):
     backend = 'pt'
 
-    def __init__(self, model_type: str, model_dir: str, *, dtype: str = 'auto', device=None,
-                 enable_lora: bool = False, max_model_len: Optional[int] = None, max_num_seqs: int = 64,
-                 model_kwargs: Optional[dict] = None):
+    def __init__(self, model_type: str, model_dir: str, options: PtOptions = PtOptions()):
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        super().__init__(EngineLoop())
-        self.model_type, self.model_dir, self.enable_lora = model_type, model_dir, enable_lora
-        self.device = _device(device)
+        super().__init__(model_type, model_dir, EngineLoop())
+        self.options = options
+        self.enable_lora = options.enable_lora
+        self.device = _device(options.device)
         try:
             self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model_kwargs = dict(model_kwargs or {})
+            model_kwargs = dict(options.model_kwargs)
             if self.device.type == 'cpu':
                 model_kwargs.setdefault('attn_implementation', pt_attention.register())
             with logs.quiet_loading():
-                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(dtype, self.device),
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(options.dtype, self.device),
                                                              **model_kwargs)
         except BaseException:
             self.loop.stop()
             raise
         model.to(self.device).eval()
-        self.max_model_len = min(filter(None, [max_model_len, getattr(model.config, 'max_position_embeddings', None)]),
-                                 default=4096)
-        hf_config = hf_generation_config(model_dir)
-        self.generation_config = GenerationConfig.from_hf(hf_config)
+        self.max_model_len = min(filter(None, [options.max_model_len,
+                                               getattr(model.config, 'max_position_embeddings', None)]), default=4096)
+        self.generation_config = GenerationConfig.from_model(model_dir)
         pad_token_id = self.hf_tokenizer.pad_token_id
         self._scheduler = BatchScheduler(
-            PeftAdapters(model), self.hf_tokenizer, _eos_token_ids(hf_config, self.hf_tokenizer),
-            pad_token_id if pad_token_id is not None else 0, max_num_seqs, self.device, self._deliver)
+            PeftAdapters(model), self.hf_tokenizer, Grammars(self.hf_tokenizer, model.config.vocab_size),
+            _eos_token_ids(model, self.hf_tokenizer), pad_token_id if pad_token_id is not None else 0,
+            options.max_num_seqs, self.device, self._deliver)
 
     @property
     def model(self):
@@ -101,7 +102,7 @@ class PtEngine(Engine):
         def put():
             for request, item in outputs:
                 request.outbox.put_nowait(item)
-        self.loop.loop.call_soon_threadsafe(put)
+        self.loop.asyncio_loop.call_soon_threadsafe(put)
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None) -> AsyncIterator[Delta]:

@@ -9,7 +9,8 @@ import itertools
 import warnings
 from typing import Optional
 
-from swiftnb.engine.base import AdapterError, LoRARequest
+from swiftnb.engine.base import LoRARequest
+from swiftnb.errors import AdapterError
 
 BASE = '__base__'  # peft's name for "no adapter" in adapter_names
 

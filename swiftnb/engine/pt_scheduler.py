@@ -19,12 +19,13 @@ from typing import Callable, Optional
 
 import torch
 
-from swiftnb.config import GenerationConfig, stop_list, to_transformers
-from swiftnb.engine.base import Delta, EngineClosedError, LoRARequest
+from swiftnb.engine.base import Delta, LoRARequest
 from swiftnb.engine.pt_batch import PaddedBatch
 from swiftnb.engine.pt_lora import PeftAdapters
-from swiftnb.engine.pt_sampling import RowSampler, choose_tokens
+from swiftnb.engine.pt_sampling import Grammars, RowSampler, choose_tokens, processors, prompt_logprobs
 from swiftnb.engine.pt_text import TextStream
+from swiftnb.errors import EngineClosedError
+from swiftnb.settings import GenerationConfig
 
 
 @dataclass(eq=False)
@@ -36,6 +37,7 @@ class PtRequest:
     outbox: object  # where its deltas go; the scheduler's `deliver` knows what to do with it
     aborted: bool = False
     open_rows: int = 0
+    prompt_logprobs: Optional[list] = None  # computed at prefill when the config asks for them
 
 
 @dataclass(eq=False)
@@ -50,10 +52,11 @@ class Row:
 
 
 class BatchScheduler:
-    def __init__(self, adapters: PeftAdapters, tokenizer, eos_token_ids: set[int], pad_token_id: int,
-                 max_num_seqs: int, device: torch.device,
+    def __init__(self, adapters: PeftAdapters, tokenizer, grammars: Grammars, eos_token_ids: set[int],
+                 pad_token_id: int, max_num_seqs: int, device: torch.device,
                  deliver: Callable[[list[tuple[PtRequest, object]]], None]):
-        self.adapters, self.tokenizer, self.eos_token_ids = adapters, tokenizer, eos_token_ids
+        self.adapters, self.tokenizer, self.grammars = adapters, tokenizer, grammars
+        self.eos_token_ids = eos_token_ids
         self.pad_token_id, self.max_num_seqs, self.device = pad_token_id, max_num_seqs, device
         self._deliver = deliver  # takes [(request, list of Deltas or an exception)] once per step
         self._inbox: deque[PtRequest] = deque()
@@ -146,11 +149,12 @@ class BatchScheduler:
     def _rows_of(self, request: PtRequest) -> list[Row]:
         adapter = self.adapters.name(request.lora)
         config, prompt = request.config, request.prompt_ids
-        stops = stop_list(config)
+        grammar = self.grammars.compile(config.structured) if config.structured else None
+        stops = [config.stop] if isinstance(config.stop, str) else config.stop or []
         request.open_rows = config.n
         return [Row(request, i, adapter,
-                    RowSampler(to_transformers(config, len(prompt)), config.greedy,
-                               None if config.seed is None else config.seed + i, config.logprobs, self.device),
+                    RowSampler(processors(config, len(prompt), grammar), config.greedy,
+                               None if config.seed is None else config.seed + i, config.num_logprobs, self.device),
                     TextStream(self.tokenizer, prompt, stops), list(prompt))
                 for i in range(config.n)]
 
@@ -172,11 +176,17 @@ class BatchScheduler:
             mask[i, length - len(row.tokens):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        scored = [i for i, row in enumerate(rows) if row.index == 0 and row.request.config.prompt_logprobs is not None]
         try:
-            out = self._forward(rows, ids, mask, positions, cache=None)
+            out = self._forward(rows, ids, mask, positions, cache=None, logits_to_keep=0 if scored else 1)
         except Exception as error:  # e.g. prompts too big for memory: the running rows go on
             self._fail(list({row.request: None for row in rows}), error)
             return
+        for i in scored:
+            request = rows[i].request
+            length = len(request.prompt_ids)
+            request.prompt_logprobs = prompt_logprobs(out.logits[i, -length:], request.prompt_ids,
+                                                      request.config.prompt_logprobs)
         self._batch.join(out.past_key_values, mask)
         self._rows += rows
         self._advance(rows, out.logits[:, -1], first_row=len(self._rows) - len(rows))
@@ -188,11 +198,11 @@ class BatchScheduler:
         out = self._forward(self._rows, ids, mask, positions, cache=self._batch.cache)
         self._advance(self._rows, out.logits[:, -1], first_row=0)
 
-    def _forward(self, rows, ids, mask, positions, cache):
+    def _forward(self, rows, ids, mask, positions, cache, logits_to_keep=1):
         # With no cache given (a prefill) the model starts a DynamicCache of its own.
         return self.adapters.forward([row.adapter for row in rows], input_ids=ids, attention_mask=mask,
                                      position_ids=positions, past_key_values=cache, use_cache=True,
-                                     logits_to_keep=1)
+                                     logits_to_keep=logits_to_keep)
 
     def _advance(self, rows: list[Row], logits: torch.Tensor, first_row: int) -> None:
         """Choose each row's next token, send what it adds, and retire the rows that finished."""
@@ -203,9 +213,11 @@ class BatchScheduler:
         for i, (row, token) in enumerate(zip(rows, tokens)):
             reason = self._append(row, token)
             logprobs = row.sampler.logprobs(logits[i:i + 1], token)
+            first = len(row.tokens) == len(row.request.prompt_ids) + 1
             outputs.setdefault(row.request, []).append(
                 Delta(row.index, row.text.delta(reason is not None), [token], reason,
-                      None if logprobs is None else [logprobs]))
+                      None if logprobs is None else [logprobs],
+                      row.request.prompt_logprobs if first and row.index == 0 else None))
             if reason is not None:
                 finished.add(first_row + i)
         self._deliver(list(outputs.items()))

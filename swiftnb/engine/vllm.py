@@ -5,33 +5,26 @@ import sys
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
-from swiftnb.config import GenerationConfig, hf_generation_config, to_vllm
 from swiftnb.engine.adapter_gate import AdapterGate
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
+from swiftnb.engine.options import VllmOptions
+from swiftnb.engine.vllm_compat import num_unfinished_requests
+from swiftnb.settings import GenerationConfig
 
 
 class VllmEngine(Engine):
     backend = 'vllm'
 
-    def __init__(self, model_type: str, model_dir: str, *, dtype: str = 'auto', enable_lora: bool = False,
-                 max_loras: int = 1, max_lora_rank: int = 16, tensor_parallel_size: int = 1,
-                 pipeline_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: Optional[int] = None, max_num_seqs: int = 256, enforce_eager: bool = False,
-                 engine_kwargs: Optional[dict] = None):
-        super().__init__(EngineLoop())
-        self.model_type, self.model_dir = model_type, model_dir
-        self.enable_lora, self.max_lora_rank = enable_lora, max_lora_rank
+    def __init__(self, model_type: str, model_dir: str, options: VllmOptions = VllmOptions()):
+        super().__init__(model_type, model_dir, EngineLoop())
+        self.options = options
+        self.enable_lora, self.max_lora_rank = options.enable_lora, options.max_lora_rank
         self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
         logs.prepare_vllm_env()
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
-        args = AsyncEngineArgs(
-            model=model_dir, dtype=dtype, enable_lora=enable_lora, max_loras=max_loras, max_lora_rank=max_lora_rank,
-            tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs, enforce_eager=enforce_eager, disable_log_stats=True,
-            **(engine_kwargs or {}))
+        args = AsyncEngineArgs(model=model_dir, **options.engine_args())
         try:
             self.llm = self.loop.run(self._start(args))
         except BaseException:
@@ -39,10 +32,10 @@ class VllmEngine(Engine):
             raise
         self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.llm.model_config.max_model_len
-        self.generation_config = GenerationConfig.from_hf(hf_generation_config(model_dir))
+        self.generation_config = GenerationConfig.from_model(model_dir)
         from vllm.platforms import current_platform
         # See adapter_gate.py: vLLM's CPU backend mixes up adapters of requests batched together.
-        self._gate = AdapterGate() if current_platform.is_cpu() else None
+        self.client = GatedClient(self.llm, AdapterGate()) if current_platform.is_cpu() else self.llm
 
     @staticmethod
     async def _start(args):
@@ -52,15 +45,16 @@ class VllmEngine(Engine):
 
     @property
     def num_running(self) -> int:
-        return 0 if self.closed else self.llm.get_num_unfinished_requests()
+        return 0 if self.closed else num_unfinished_requests(self.llm)
 
     def check_lora(self, lora: Optional[LoRARequest]) -> None:
-        self._vllm_lora(lora)
+        self.vllm_lora(lora)
 
-    def _vllm_lora(self, lora: Optional[LoRARequest]):
+    def vllm_lora(self, lora: Optional[LoRARequest]):
+        """vLLM's LoRARequest for an adapter, checked once (not per request)."""
         if lora is None:
             return None
-        if lora not in self._vllm_loras:  # check an adapter (and read its config file) once, not per request
+        if lora not in self._vllm_loras:
             self._read_adapter(lora, self.max_lora_rank)
             from vllm.lora.request import LoRARequest as VllmLoRARequest
             self._vllm_loras[lora] = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
@@ -68,20 +62,16 @@ class VllmEngine(Engine):
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None) -> AsyncIterator[Delta]:
-        params = to_vllm(config, self.admit(prompt_ids, config))
-        vllm_lora = self._vllm_lora(lora)
-        # vLLM tells adapters apart by their id, so the gate groups requests by id too.
-        gate = self._gate.hold(lora.lora_int_id if lora else None) if self._gate else contextlib.nullcontext()
-        async with gate:
-            generator = self.llm.generate({'prompt_token_ids': prompt_ids}, params, request_id or self.new_request_id(),
-                                          lora_request=vllm_lora)
-            try:
-                async for out in generator:
-                    for choice in out.outputs:
-                        yield Delta(choice.index, choice.text, list(choice.token_ids), choice.finish_reason,
-                                    _logprobs(choice.logprobs))
-            finally:
-                await generator.aclose()  # aborts the request in vLLM if it has not finished
+        params = sampling_params(config, self.admit(prompt_ids, config))
+        generator = self.client.generate({'prompt_token_ids': prompt_ids}, params,
+                                         request_id or self.new_request_id(), lora_request=self.vllm_lora(lora))
+        async with contextlib.aclosing(generator):  # leaving early aborts the request in vLLM
+            async for out in generator:
+                prompt_logprobs = _logprobs(out.prompt_logprobs)
+                for choice in out.outputs:
+                    yield Delta(choice.index, choice.text, list(choice.token_ids), choice.finish_reason,
+                                _logprobs(choice.logprobs), prompt_logprobs)
+                    prompt_logprobs = None  # sent once, with the first delta
 
     def _close(self) -> None:
         async def stop():
@@ -93,8 +83,53 @@ class VllmEngine(Engine):
             self.loop.run(stop())
         finally:
             self.loop.stop()
-            del self.llm
+            del self.llm, self.client
             gc.collect()
+
+
+class GatedClient:
+    """vLLM's AsyncLLM with `generate` through an AdapterGate; every other attribute is the AsyncLLM's.
+
+    swiftnb's own requests and vLLM's OpenAI server (which takes this as its engine client) go through
+    the same gate, so no two adapters are ever in flight together on vLLM's CPU backend.
+    """
+
+    def __init__(self, llm, gate: AdapterGate):
+        self._llm, self._gate = llm, gate
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+    async def generate(self, *args, lora_request=None, **kwargs):
+        # vLLM tells adapters apart by their id, so the gate groups requests by id too.
+        async with self._gate.hold(lora_request.lora_int_id if lora_request else None):
+            async with contextlib.aclosing(self._llm.generate(*args, lora_request=lora_request, **kwargs)) as outputs:
+                async for output in outputs:
+                    yield output
+
+
+def sampling_params(config: GenerationConfig, max_tokens: int, delta: bool = True):
+    """vLLM's SamplingParams for one request; `max_tokens` is already fitted to the context."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    structured = config.structured
+    return SamplingParams(
+        n=config.n,
+        temperature=0.0 if config.greedy else config.temperature,
+        top_k=config.top_k if config.top_k > 0 else 0,
+        top_p=config.top_p,
+        repetition_penalty=config.repetition_penalty,
+        presence_penalty=config.presence_penalty,
+        frequency_penalty=config.frequency_penalty,
+        seed=config.seed,
+        stop=([config.stop] if isinstance(config.stop, str) else config.stop) or None,
+        max_tokens=max_tokens,
+        logprobs=config.num_logprobs,
+        prompt_logprobs=config.prompt_logprobs,
+        ignore_eos=config.ignore_eos,
+        structured_outputs=StructuredOutputsParams(**structured.to_vllm_dict()) if structured else None,
+        output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+    )
 
 
 @contextlib.contextmanager
@@ -119,6 +154,8 @@ def _children_skip_main():
 
 
 def _logprobs(step_logprobs) -> Optional[list]:
+    """vLLM's logprobs ([{token_id: Logprob}] per token, None for a prompt's first) as plain floats."""
     if step_logprobs is None:
         return None
-    return [{token_id: lp.logprob for token_id, lp in entry.items()} for entry in step_logprobs]
+    return [None if entry is None else {token_id: lp.logprob for token_id, lp in entry.items()}
+            for entry in step_logprobs]

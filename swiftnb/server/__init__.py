@@ -1,5 +1,4 @@
 """The kernel's engine as an OpenAI-compatible endpoint: `swiftnb.serve(engine)`."""
-from swiftnb.server.app import create_app
-from swiftnb.server.background import BackgroundServer, serve
+from swiftnb.server.background import BackgroundServer, live_server, serve, stop_live_server
 
-__all__ = ['BackgroundServer', 'create_app', 'serve']
+__all__ = ['BackgroundServer', 'live_server', 'serve', 'stop_live_server']

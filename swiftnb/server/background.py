@@ -1,7 +1,8 @@
 """BackgroundServer: uvicorn serving the kernel's engine from the engine's own loop thread.
 
-The cell that starts it returns at once and the kernel stays free. One server
-per kernel: running the cell again stops the old one (freeing its port) first.
+The cell that starts it returns at once and the kernel stays free. The app is vLLM's own OpenAI
+server for a vLLM engine (vllm_app.py) and swiftnb's for a pt engine (pt_app.py). One server per
+kernel: running the cell again stops the old one (freeing its port) first; `live_server()` is it.
 """
 import socket
 import time
@@ -10,8 +11,9 @@ from typing import Optional, Union
 import uvicorn
 
 from swiftnb.engine.base import Engine
+from swiftnb.errors import UsageError
 from swiftnb.model_types import get_default_template_type
-from swiftnb.server.app import create_app
+from swiftnb.server.auth import ApiKeyMiddleware, check_key
 from swiftnb.template import Template, get_template
 
 _live: dict = {'server': None}
@@ -41,7 +43,7 @@ def parse_lora_modules(lora_modules: Union[None, dict, list, tuple]) -> dict:
     for item in lora_modules:
         name, sep, path = item.partition('=')
         if not sep or not name or not path:
-            raise ValueError(f'lora module {item!r} must look like name=/path/to/adapter')
+            raise UsageError(f'lora module {item!r} must look like name=/path/to/adapter')
         pairs[name] = path
     return pairs
 
@@ -50,17 +52,33 @@ def default_template(engine: Engine) -> Template:
     return get_template(get_default_template_type(engine.model_type), engine.hf_tokenizer)
 
 
+async def _build_app(engine: Engine, template: Optional[Template], served_model_name: str,
+                     tool_call_parser: Optional[str]):
+    if engine.backend == 'vllm':
+        from swiftnb.server.vllm_app import build_vllm_app
+        return await build_vllm_app(engine, served_model_name, tool_call_parser)
+    from swiftnb.server.pt_app import create_pt_app
+    return create_pt_app(engine, template or default_template(engine), served_model_name, tool_call_parser)
+
+
 class BackgroundServer:
     def __init__(self, engine: Engine, template: Optional[Template] = None, host: str = '127.0.0.1',
                  port: int = 8000, api_key: Optional[str] = None, served_model_name: Optional[str] = None,
-                 lora_modules=None):
+                 lora_modules=None, tool_call_parser: Optional[str] = None):
+        """`template`: the pt backend's chat template (vLLM's server uses the tokenizer's);
+        `tool_call_parser`: vLLM's name for the model's tool-call format (default: engine.tool_parser)."""
         self.engine = engine
+        check_key(api_key)
         for name, path in parse_lora_modules(lora_modules).items():
             if name not in engine.adapters:
                 engine.add_lora(name, path)
+        self.served_model_name = served_model_name or engine.model_type
+        app = engine.loop.run(_build_app(engine, template, self.served_model_name,
+                                         tool_call_parser or engine.tool_parser))
+        if api_key:
+            app = ApiKeyMiddleware(app, api_key)
         self._socket = _bind(host, port)
         self.host, self.port = host, self._socket.getsockname()[1]
-        app = create_app(engine, template or default_template(engine), served_model_name, api_key)
         # log_config=None: leave the kernel's logging alone; uvicorn's access lines would flood a cell.
         config = uvicorn.Config(app, log_config=None, log_level='warning', access_log=False, lifespan='off',
                                 timeout_graceful_shutdown=5)
@@ -98,13 +116,28 @@ class BackgroundServer:
 
 
 def serve(engine: Engine, host: str = '127.0.0.1', port: int = 8000, api_key: Optional[str] = None,
-          served_model_name: Optional[str] = None, lora_modules=None,
-          template: Optional[Template] = None) -> BackgroundServer:
+          served_model_name: Optional[str] = None, lora_modules=None, template: Optional[Template] = None,
+          tool_call_parser: Optional[str] = None) -> BackgroundServer:
     """Serve `engine` as an OpenAI-compatible endpoint in the background and return at once.
 
     Running it again replaces the kernel's previous server. `port=0` picks a free port.
     """
-    if _live['server'] is not None:
-        _live['server'].stop()
-    _live['server'] = BackgroundServer(engine, template, host, port, api_key, served_model_name, lora_modules)
+    stop_live_server()
+    _live['server'] = BackgroundServer(engine, template, host, port, api_key, served_model_name, lora_modules,
+                                       tool_call_parser)
     return _live['server']
+
+
+def live_server() -> Optional[BackgroundServer]:
+    """The kernel's server, if one is running."""
+    server = _live['server']
+    return server if server is not None and server.running else None
+
+
+def stop_live_server() -> bool:
+    """Stop the kernel's server; whether one was running."""
+    server, _live['server'] = _live['server'], None
+    if server is None or not server.running:
+        return False
+    server.stop()
+    return True

@@ -1,86 +1,87 @@
-"""Request bodies the server accepts. Responses reuse the `openai` package's own types.
-
-Only the fields the routes use are declared; unknown fields are ignored, as
-OpenAI clients send some. Ranges are checked once, by GenerationConfig.
+"""Request bodies of the pt backend's server, built on GenerationConfig (the one declaration of the
+generation settings) with the fields of OpenAI's requests and vLLM's extras around them. Unknown
+fields are ignored, as OpenAI clients send some; ranges are GenerationConfig's. Responses are the
+`openai` package's own types.
 """
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from swiftnb.config import GenerationConfig
+from swiftnb.settings import GenerationConfig
+from swiftnb.tools import Tool, ToolChoice
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra='ignore')
+class StreamOptions(BaseModel):
+    include_usage: bool = False
 
-    model: str
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    repetition_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    n: int = 1
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
+
+class _Request(GenerationConfig):
+    model_config = ConfigDict(extra='ignore', validate_assignment=False)
+
+    model: Optional[str] = None  # none: the base model, as vLLM's server reads it
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
+    stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
-    ignore_eos: Optional[bool] = None  # vLLM's extra, used by its serving benchmark
 
     @property
     def include_usage(self) -> bool:
-        return bool(self.stream and self.stream_options and self.stream_options.get('include_usage'))
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
-    def generation_config(self, defaults: GenerationConfig, logprobs: Optional[int]) -> GenerationConfig:
-        """The engine's defaults with what this request sets (raises ValueError on a bad value)."""
-        fields = dict(max_new_tokens=self.requested_max_tokens, temperature=self.temperature, top_p=self.top_p,
-                      top_k=self.top_k, repetition_penalty=self.repetition_penalty,
-                      presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                      n=self.n, stop=self.stop, seed=self.seed, logprobs=logprobs, ignore_eos=self.ignore_eos)
-        return defaults.merged(**fields)
+    def settings(self) -> dict:
+        """The generation settings this request gives (GenerationConfig's names and meanings)."""
+        return self.given()
 
-    @property
-    def requested_max_tokens(self) -> Optional[int]:
-        return self.max_tokens
+    def generation(self, defaults: GenerationConfig) -> GenerationConfig:
+        return GenerationConfig(**self.settings()).apply(defaults)
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra='ignore')
+    model_config = ConfigDict(extra='allow')  # tool_calls, tool_call_id, name: for the chat template
     role: Literal['system', 'user', 'assistant', 'developer', 'tool']
     content: Union[str, list[dict[str, Any]], None] = ''
 
 
 class ChatCompletionRequest(_Request):
-    messages: list[ChatMessage]
-    max_completion_tokens: Optional[int] = None
-    logprobs: bool = False
-    top_logprobs: Optional[int] = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    tools: Optional[list[Tool]] = None
+    tool_choice: Optional[ToolChoice] = None
+    parallel_tool_calls: Optional[bool] = None
 
-    @property
-    def requested_max_tokens(self) -> Optional[int]:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    @property
-    def num_logprobs(self) -> Optional[int]:
-        return (self.top_logprobs or 0) if self.logprobs else None
+    def settings(self) -> dict:
+        given = self.given()
+        if self.max_completion_tokens is not None:
+            given['max_tokens'] = self.max_completion_tokens
+        return given
 
 
 class CompletionRequest(_Request):
-    prompt: Union[str, list[str]]
-    logprobs: Optional[int] = None
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    logprobs: Optional[int] = Field(None, ge=0, le=20)  # the completions API counts them
     echo: bool = False
 
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def settings(self) -> dict:
+        given = self.given()
+        given.pop('logprobs', None)
+        if self.logprobs is not None:
+            given.update(logprobs=True, top_logprobs=self.logprobs)
+            if self.echo and self.prompt_logprobs is None:  # as vLLM: echo scores the prompt too
+                given['prompt_logprobs'] = self.logprobs
+        return given
 
 
-class LoadLoRARequest(BaseModel):
-    lora_name: str
-    lora_path: str
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize body: a prompt, or chat messages rendered by the chat template."""
+    model_config = ConfigDict(extra='ignore')
+    model: Optional[str] = None
+    prompt: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = None
+    tools: Optional[list[Tool]] = None
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
 
 
-class UnloadLoRARequest(BaseModel):
-    lora_name: str
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra='ignore')
+    model: Optional[str] = None
+    tokens: list[int]

@@ -1,9 +1,9 @@
-"""merge: several async iterators as one stream; an error or leaving early cancels them all."""
+"""interleave: several async iterators as one stream; an error or leaving early cancels them all."""
 import asyncio
 
 import pytest
 
-from swiftnb.engine.merge import merge
+from swiftnb.engine.streams import interleave
 
 
 async def ticks(name, n, log, delay=0.001, fail_at=None):
@@ -18,7 +18,7 @@ async def ticks(name, n, log, delay=0.001, fail_at=None):
 
 
 async def collect(streams):
-    return [item async for batch in merge(streams) for item in batch]
+    return [item async for batch in interleave(streams) for item in batch]
 
 
 def test_every_item_arrives_tagged_with_its_stream():
@@ -40,7 +40,7 @@ def test_leaving_early_cancels_every_stream():
     log = []
 
     async def first_batch():
-        agen = merge([ticks('a', 1000, log), ticks('b', 1000, log)])
+        agen = interleave([ticks('a', 1000, log), ticks('b', 1000, log)])
         batch = await agen.__anext__()
         await agen.aclose()
         await asyncio.sleep(0.01)

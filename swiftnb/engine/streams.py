@@ -1,4 +1,4 @@
-"""merge: several async iterators (one per request) read at once, as one stream.
+"""interleave: several async iterators (one per request) read at once, as one stream.
 
 Used by the inference API (several requests of one call) and the server (a
 completions request with a list of prompts). It yields what each iterator has
@@ -13,7 +13,7 @@ T = TypeVar('T')
 _DONE = object()
 
 
-async def merge(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[list[tuple[int, T]]]:
+async def interleave(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[list[tuple[int, T]]]:
     if len(streams) == 1:  # the common case needs no task or queue per item
         async for item in streams[0]:
             yield [(0, item)]

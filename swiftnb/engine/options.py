@@ -1,0 +1,60 @@
+"""Engine options, one dataclass per backend (nano-vllm's `Config`): declared once, checked where made.
+
+`get_vllm_engine(**options)` and `get_pt_engine(**options)` fill them by field name; the registry
+tells two engines apart by them (equal options: the same engine), and the backends read them.
+"""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+from swiftnb.errors import UsageError
+
+
+def dtype_name(torch_dtype) -> str:
+    """'auto' for None; torch.float16 -> 'float16'; strings pass through."""
+    return 'auto' if torch_dtype is None else str(torch_dtype).replace('torch.', '')
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """What get_vllm_engine takes beyond the model; all but engine_kwargs are vLLM's AsyncEngineArgs fields."""
+    dtype: str = 'auto'
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: Optional[int] = None
+    max_num_seqs: int = 256
+    enforce_eager: bool = False
+    engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_sleep_mode
+
+    def engine_args(self) -> dict:
+        """Keyword arguments for vLLM's AsyncEngineArgs (model aside)."""
+        args = asdict(self)
+        extra = args.pop('engine_kwargs')
+        return {**args, **extra}
+
+
+@dataclass(frozen=True)
+class PtOptions:
+    """What get_pt_engine takes beyond the model."""
+    dtype: str = 'auto'
+    enable_lora: bool = False
+    max_model_len: Optional[int] = None
+    max_num_seqs: int = 64
+    device: Optional[str] = None  # 'cuda' when torch sees a GPU, else 'cpu'
+    model_kwargs: dict = field(default_factory=dict)  # for AutoModelForCausalLM.from_pretrained
+
+
+def make_options(cls, caller: str, torch_dtype, kwargs: dict):
+    """`cls` filled from keyword arguments, with one clear error for a name it does not have."""
+    names = [f.name for f in fields(cls) if f.name != 'dtype']
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise UsageError(f'{caller} does not take {", ".join(unknown)}; it takes model_type, torch_dtype, '
+                         f'model_id_or_path, {", ".join(names)}')
+    for name in ('engine_kwargs', 'model_kwargs'):
+        if name in kwargs:
+            kwargs = {**kwargs, name: dict(kwargs[name] or {})}
+    return cls(dtype=dtype_name(torch_dtype), **kwargs)

@@ -1,0 +1,31 @@
+"""/v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's routes and bodies), over the engine's adapters.
+
+Both apps take these: an adapter loaded here is the one `engine.add_lora` registers, with the same
+checks, so a cell, the magics and the server see one list.
+"""
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+class LoadLoRARequest(BaseModel):
+    lora_name: str
+    lora_path: str
+
+
+class UnloadLoRARequest(BaseModel):
+    lora_name: str
+
+
+def add_adapter_routes(app: FastAPI, engine) -> None:
+    paths = ('/v1/load_lora_adapter', '/v1/unload_lora_adapter')
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, 'path', None) not in paths]
+
+    @app.post(paths[0])
+    async def load_lora_adapter(body: LoadLoRARequest):
+        engine.add_lora(body.lora_name, body.lora_path)
+        return {'message': f"Success: LoRA adapter '{body.lora_name}' added successfully."}
+
+    @app.post(paths[1])
+    async def unload_lora_adapter(body: UnloadLoRARequest):
+        engine.remove_lora(body.lora_name)
+        return {'message': f"Success: LoRA adapter '{body.lora_name}' removed successfully."}

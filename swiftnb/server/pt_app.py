@@ -1,0 +1,327 @@
+"""The pt backend's OpenAI-compatible app: the requests clients send to `vllm serve`, over a PtEngine.
+
+vLLM's server needs a vLLM engine, so for the transformers backend swiftnb answers the same
+routes itself, and the same tests run against both: /v1/chat/completions (tools and tool_choice,
+response_format and structured_outputs, logprobs, n, streaming), /v1/completions (text or
+token-id prompts, echo with prompt logprobs), /v1/models, /tokenize, /detokenize, /metrics,
+/version, /health and the adapter routes. It runs on the engine's own loop, so the handlers
+iterate `engine.stream` directly. Responses are the `openai` package's types.
+"""
+import time
+import uuid
+from typing import AsyncIterator, Optional
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_choice import Logprobs as CompletionLogprobs
+
+from swiftnb import __version__, tools as tool_calls
+from swiftnb.engine.base import Choice, Engine
+from swiftnb.engine.streams import interleave
+from swiftnb.errors import SwiftnbError, UsageError
+from swiftnb.server.adapters import add_adapter_routes
+from swiftnb.server.errors import error_json, swiftnb_error_json
+from swiftnb.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from swiftnb.settings import GenerationConfig, describe, served_defaults
+from swiftnb.template import Template
+
+
+def create_pt_app(engine: Engine, template: Template, served_model_name: str,
+                  tool_call_parser: Optional[str]) -> FastAPI:
+    app = FastAPI(title='swiftnb', version=__version__, docs_url=None, redoc_url=None)
+    created = int(time.time())
+    metrics = Metrics(served_model_name)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_, error: RequestValidationError):
+        return error_json(400, *describe(error))
+
+    @app.exception_handler(SwiftnbError)
+    async def swiftnb_error(_, error: SwiftnbError):
+        return swiftnb_error_json(error)
+
+    @app.get('/health')
+    async def health():
+        return Response(status_code=200)
+
+    @app.get('/version')
+    async def version():
+        return {'version': __version__}
+
+    @app.get('/metrics')
+    async def prometheus():
+        return metrics.response(engine.num_running)
+
+    @app.get('/v1/models')
+    async def models():
+        cards = [Model(id=served_model_name, created=created, object='model', owned_by='swiftnb', parent=None,
+                       root=engine.model_dir, max_model_len=engine.max_model_len)]
+        cards += [Model(id=name, created=created, object='model', owned_by='swiftnb', root=lora.lora_path,
+                        parent=served_model_name) for name, lora in engine.adapters.items()]
+        return {'object': 'list', 'data': [card.model_dump() for card in cards]}
+
+    @app.post('/tokenize')
+    async def tokenize(body: TokenizeRequest):
+        if body.messages is not None:
+            ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(body.tools))
+        elif body.prompt is not None:
+            ids = engine.hf_tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)['input_ids']
+        else:
+            raise UsageError('give a prompt or messages to tokenize')
+        strs = engine.hf_tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+        return {'count': len(ids), 'max_model_len': engine.max_model_len, 'tokens': ids, 'token_strs': strs}
+
+    @app.post('/detokenize')
+    async def detokenize(body: DetokenizeRequest):
+        _check_ids(engine, body.tokens, 'tokens')
+        return {'prompt': engine.hf_tokenizer.decode(body.tokens)}
+
+    @app.post('/v1/chat/completions')
+    async def chat(body: ChatCompletionRequest):
+        lora = engine.adapter(body.model, served_model_name)
+        tools, tool_choice = tool_calls.check(body.tools, body.tool_choice)
+        config = body.generation(served_defaults(engine.generation_config))
+        forced = tool_calls.constraint(tools, tool_choice)
+        if forced is not None:
+            config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
+        ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(tools))
+        engine.check_prompt(ids)
+        run = Run(engine, body, [ids], config, lora, metrics, (tools, tool_choice, tool_call_parser))
+        return _sse(run.chat_chunks()) if body.stream else await run.chat_response()
+
+    @app.post('/v1/completions')
+    async def completions(body: CompletionRequest):
+        lora = engine.adapter(body.model, served_model_name)
+        config = body.generation(served_defaults(engine.generation_config))
+        prompts = _prompt_ids(engine, body.prompt)
+        for i, ids in enumerate(prompts):
+            engine.check_prompt(ids, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
+        run = Run(engine, body, prompts, config, lora, metrics)
+        return _sse(run.completion_chunks()) if body.stream else await run.completion_response()
+
+    add_adapter_routes(app, engine)
+    return app
+
+
+def _dump(tools) -> Optional[list]:
+    return [t.model_dump(exclude_none=True) for t in tools] if tools else None
+
+
+def _check_ids(engine: Engine, ids: list[int], param: str) -> None:
+    size = len(engine.hf_tokenizer)
+    if any(not 0 <= t < size for t in ids):
+        raise UsageError(f'{param}: token ids must be in [0, {size})')
+
+
+def _prompt_ids(engine: Engine, prompt) -> list[list[int]]:
+    """The completions API's prompt (text, texts, token ids, or lists of them) as token-id lists."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        prompt = [prompt]
+    if not prompt:
+        raise UsageError('prompt: give at least one prompt')
+    prompts = []
+    for item in prompt:
+        ids = engine.hf_tokenizer(item)['input_ids'] if isinstance(item, str) else list(item)
+        _check_ids(engine, ids, 'prompt')
+        prompts.append(ids)
+    return prompts
+
+
+class Metrics:
+    """/metrics in Prometheus' format, with the names vLLM's server uses, in a registry of this app's own."""
+
+    def __init__(self, model_name: str):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+        self.registry = CollectorRegistry()
+        labels = dict(labelnames=['model_name'], registry=self.registry)
+        self.running = Gauge('vllm:num_requests_running', 'Requests in the engine', **labels).labels(model_name)
+        self.prompt = Counter('vllm:prompt_tokens', 'Prompt tokens processed', **labels).labels(model_name)
+        self.generated = Counter('vllm:generation_tokens', 'Tokens generated', **labels).labels(model_name)
+        self.success = Counter('vllm:request_success', 'Requests finished', labelnames=['model_name', 'finished_reason'],
+                               registry=self.registry)
+        self.model_name = model_name
+
+    def finished(self, prompt_tokens: int, choices: list[Choice]) -> None:
+        self.prompt.inc(prompt_tokens)
+        self.generated.inc(sum(len(c.token_ids) for c in choices))
+        for choice in choices:
+            self.success.labels(self.model_name, choice.finish_reason or 'abort').inc()
+
+    def response(self, num_running: int) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        self.running.set(num_running)
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class Run:
+    """One request's generation: its prompts, settings and adapter, and its responses built from engine Deltas."""
+
+    def __init__(self, engine: Engine, body, prompts: list[list[int]], config: GenerationConfig, lora, metrics,
+                 tools: tuple = (None, 'none', None)):
+        self.engine, self.body, self.prompts, self.config, self.lora = engine, body, prompts, config, lora
+        self.metrics, self.tools = metrics, tools  # tools: (tools, tool_choice, vLLM tool parser name)
+        self.model = body.model or metrics.model_name
+        self.n = config.n
+        self.id = uuid.uuid4().hex
+        self.created = int(time.time())
+        self.choices = [Choice(index=i) for i in range(len(prompts) * self.n)]
+
+    async def deltas(self):
+        """(choice index, delta) from every prompt at once; leaving early aborts them all."""
+        try:
+            async for batch in interleave([self.engine.stream(ids, self.config, self.lora) for ids in self.prompts]):
+                for i, delta in batch:
+                    index = i * self.n + delta.index
+                    self.choices[index].add(delta)
+                    if delta.prompt_logprobs is not None:  # sent once per prompt: every choice of it shows them
+                        for choice in self.choices[i * self.n:(i + 1) * self.n]:
+                            choice.prompt_logprobs = delta.prompt_logprobs
+                    yield index, delta
+        finally:
+            self.metrics.finished(sum(map(len, self.prompts)), self.choices)
+
+    async def collect(self) -> list[Choice]:
+        async for _ in self.deltas():
+            pass
+        return self.choices
+
+    def usage(self) -> CompletionUsage:
+        prompt = sum(len(p) for p in self.prompts)
+        generated = sum(len(c.token_ids) for c in self.choices)
+        return CompletionUsage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated)
+
+    def _token(self, token_id: int) -> str:
+        return self.engine.hf_tokenizer.decode([token_id])
+
+    # chat ---------------------------------------------------------------------------------------
+    def message(self, choice: Choice) -> tuple[dict, Optional[str]]:
+        """(the assistant message, its finish_reason), with tool calls read out as vLLM's server does."""
+        tools, tool_choice, parser = self.tools
+        finish = _finish(choice.finish_reason)
+        if not tools or tool_choice == 'none':
+            return {'role': 'assistant', 'content': choice.text}, finish
+        content, calls = tool_calls.read_calls(choice.text, tools, tool_choice, self.engine.hf_tokenizer, parser)
+        forced = tool_choice == 'required' or isinstance(tool_choice, tool_calls.NamedToolChoice)
+        message = {'role': 'assistant', 'content': (content or '') if forced else content}
+        if calls:
+            message['tool_calls'] = calls
+        if (calls and tool_choice == 'auto') or (tool_choice == 'required' and finish == 'stop'):
+            finish = 'tool_calls'  # OpenAI's: 'tool_calls' for auto and required, 'stop' for a named tool
+        return message, finish
+
+    async def chat_response(self) -> dict:
+        choices = []
+        for choice in await self.collect():
+            message, finish = self.message(choice)
+            choices.append({'index': choice.index, 'message': message, 'finish_reason': finish,
+                            'logprobs': self.chat_logprobs(choice.token_ids, choice.logprobs)})
+        return ChatCompletion(id=f'chatcmpl-{self.id}', object='chat.completion', created=self.created,
+                              model=self.model, choices=choices, usage=self.usage()).model_dump()
+
+    async def chat_chunks(self) -> AsyncIterator[str]:
+        for i in range(len(self.choices)):
+            yield self.chat_chunk({'index': i, 'delta': {'role': 'assistant', 'content': ''}})
+        if self.tools[1] != 'none':  # tool calls are read from the whole answer: one chunk per choice at the end
+            for choice in await self.collect():
+                message, finish = self.message(choice)
+                message.pop('role')
+                yield self.chat_chunk({'index': choice.index, 'delta': message, 'finish_reason': finish,
+                                       'logprobs': self.chat_logprobs(choice.token_ids, choice.logprobs)})
+        else:
+            async for index, delta in self.deltas():
+                yield self.chat_chunk({'index': index, 'delta': {'content': delta.text},
+                                       'finish_reason': _finish(delta.finish_reason),
+                                       'logprobs': self.chat_logprobs(delta.token_ids, delta.logprobs)})
+        if self.body.include_usage:
+            yield self.chat_chunk(None, usage=self.usage())
+
+    def chat_chunk(self, choice: Optional[dict], usage=None) -> str:
+        return ChatCompletionChunk(id=f'chatcmpl-{self.id}', object='chat.completion.chunk', created=self.created,
+                                   model=self.model, choices=[choice] if choice else [],
+                                   usage=usage).model_dump_json(exclude_none=True)
+
+    def chat_logprobs(self, token_ids, logprobs) -> Optional[dict]:
+        if self.config.num_logprobs is None or not logprobs:
+            return None
+        content = []
+        for token_id, top in zip(token_ids, logprobs):
+            entry = self._chat_logprob(token_id, top[token_id])
+            entry['top_logprobs'] = [self._chat_logprob(t, lp) for t, lp in _top(top, self.config.num_logprobs)]
+            content.append(entry)
+        return {'content': content}
+
+    def _chat_logprob(self, token_id: int, logprob: float) -> dict:
+        token = self._token(token_id)
+        return {'token': token, 'bytes': list(token.encode()), 'logprob': logprob}
+
+    # completions --------------------------------------------------------------------------------
+    async def completion_response(self) -> dict:
+        choices = [self.completion_choice(c.index, self._echo(c) + c.text, c.finish_reason, c.token_ids,
+                                          c.logprobs, c.prompt_logprobs) for c in await self.collect()]
+        return Completion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
+                          model=self.model, choices=choices, usage=self.usage()).model_dump(warnings=False)
+
+    async def completion_chunks(self) -> AsyncIterator[str]:
+        started = set()
+        async for index, delta in self.deltas():
+            first = index not in started
+            started.add(index)
+            text = (self._echo(self.choices[index]) if first else '') + delta.text
+            choice = self.completion_choice(index, text, delta.finish_reason, delta.token_ids, delta.logprobs,
+                                            self.choices[index].prompt_logprobs if first else None)
+            yield self.completion_chunk([choice])
+        if self.body.include_usage:
+            yield self.completion_chunk([], usage=self.usage())
+
+    def completion_chunk(self, choices, usage=None) -> str:
+        # The choices are built with model_construct: a stream chunk's finish_reason is null until the
+        # end, which CompletionChoice does not allow; warnings=False keeps pydantic quiet about it.
+        return Completion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
+                          model=self.model, choices=choices,
+                          usage=usage).model_dump_json(exclude_none=True, warnings=False)
+
+    def completion_choice(self, index, text, finish_reason, token_ids, logprobs, prompt_logprobs) -> CompletionChoice:
+        lp = None
+        k = self.config.num_logprobs
+        if k is not None and (logprobs or prompt_logprobs):
+            prompt = self.prompts[index // self.n] if prompt_logprobs and self.body.echo else []
+            ids = prompt + list(token_ids)
+            entries = (prompt_logprobs or [])[:len(prompt)] + list(logprobs or [])
+            tokens = [self._token(t) for t in ids]
+            lp = CompletionLogprobs.model_construct(  # constructed: a prompt's first entry is null, as in vLLM's
+                tokens=tokens,
+                token_logprobs=[None if e is None else e[t] for t, e in zip(ids, entries)],
+                top_logprobs=[None if e is None else {self._token(t): v for t, v in _top(e, k)} for e in entries],
+                text_offset=[sum(len(x) for x in tokens[:j]) for j in range(len(tokens))])
+        return CompletionChoice.model_construct(index=index, text=text, finish_reason=_finish(finish_reason),
+                                                logprobs=lp)
+
+    def _echo(self, choice: Choice) -> str:
+        if not self.body.echo:
+            return ''
+        prompt = self.body.prompt
+        text_prompts = [prompt] if isinstance(prompt, str) else prompt
+        which = choice.index // self.n
+        if isinstance(text_prompts[which], str):
+            return text_prompts[which]
+        return self.engine.hf_tokenizer.decode(self.prompts[which])
+
+
+def _top(logprobs: dict, k: int) -> list:
+    return sorted(logprobs.items(), key=lambda item: -item[1])[:k]
+
+
+def _finish(reason: Optional[str]) -> Optional[str]:
+    return 'stop' if reason == 'abort' else reason  # OpenAI knows no 'abort'
+
+
+def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events of JSON chunks, ending with [DONE] as OpenAI's API does."""
+    async def events():
+        async for chunk in chunks:
+            yield f'data: {chunk}\n\n'
+        yield 'data: [DONE]\n\n'
+    return StreamingResponse(events(), media_type='text/event-stream')

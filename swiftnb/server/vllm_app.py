@@ -1,0 +1,89 @@
+"""vLLM's own OpenAI server over the kernel's vLLM engine.
+
+`vllm serve` builds its app from parts that take an existing engine client: `build_app` and
+`init_app_state` (where they live depends on the version: engine/vllm_compat.py). Built here over
+the kernel's AsyncLLM and served on the engine's loop, the app has every route and request
+feature vLLM's server has (structured outputs, tool calls, token-id prompts, prompt logprobs,
+/tokenize, /detokenize, /metrics, /version, the Responses API, ...) at vLLM's own speed.
+
+What swiftnb adds to it:
+- requests reach the engine through `engine.client`, which holds the CPU adapter gate;
+- the adapters are the engine's: one added in a cell (`engine.add_lora`) is in /v1/models and
+  answers at once, and /v1/load_lora_adapter goes through the engine's checks (adapters.py);
+- each request's defaults are `engine.generation_config`'s sampling fields, read as the request
+  comes (vLLM reads them once, from generation_config.json);
+- the API key covers every route but /health (auth.py).
+"""
+from collections.abc import Mapping
+from typing import Optional
+
+from fastapi import FastAPI
+
+from swiftnb.engine.vllm import VllmEngine
+from swiftnb.engine.vllm_compat import server_parts
+from swiftnb.server.adapters import add_adapter_routes
+from swiftnb.settings import GenerationConfig, served_defaults
+
+
+async def build_vllm_app(engine: VllmEngine, served_model_name: str, tool_call_parser: Optional[str]) -> FastAPI:
+    make_arg_parser, build_app, init_app_state = server_parts()
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    argv = ['--model', engine.model_dir, '--served-model-name', served_model_name]
+    if tool_call_parser:
+        argv += ['--enable-auto-tool-choice', '--tool-call-parser', tool_call_parser]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    tasks = await engine.llm.get_supported_tasks()
+    app = build_app(args, tasks, engine.llm.model_config)
+    await init_app_state(engine.client, app.state, args, tasks)
+    app.state.openai_serving_models.lora_requests = EngineAdapters(engine)
+    defaults = EngineDefaults(engine)
+    for serving in vars(app.state)['_state'].values():
+        if hasattr(serving, 'default_sampling_params'):
+            serving.default_sampling_params = defaults
+    add_adapter_routes(app, engine)
+    return app
+
+
+class EngineAdapters(Mapping):
+    """The engine's adapters as vLLM's server looks them up ({name: vLLM LoRARequest}), always current."""
+
+    def __init__(self, engine: VllmEngine):
+        self.engine = engine
+
+    def __getitem__(self, name):
+        return self.engine.vllm_lora(self.engine.adapters[name])
+
+    def __iter__(self):
+        return iter(list(self.engine.adapters))
+
+    def __len__(self):
+        return len(self.engine.adapters)
+
+
+class EngineDefaults(Mapping):
+    """`engine.generation_config`'s sampling fields under vLLM's names, read at each request."""
+
+    def __init__(self, engine: VllmEngine):
+        self.engine = engine
+
+    def _current(self) -> dict:
+        return vllm_defaults(served_defaults(self.engine.generation_config))
+
+    def __getitem__(self, name):
+        return self._current()[name]
+
+    def __iter__(self):
+        return iter(self._current())
+
+    def __len__(self):
+        return len(self._current())
+
+
+def vllm_defaults(config: GenerationConfig) -> dict:
+    """The dict vLLM's serving classes keep as `default_sampling_params`."""
+    defaults = {'temperature': 0.0 if config.greedy else config.temperature, 'top_p': config.top_p,
+                'top_k': max(config.top_k, 0), 'repetition_penalty': config.repetition_penalty,
+                'presence_penalty': config.presence_penalty, 'frequency_penalty': config.frequency_penalty}
+    if config.max_tokens is not None:
+        defaults['max_tokens'] = config.max_tokens
+    return defaults

@@ -1,0 +1,121 @@
+"""Tool calls (OpenAI's function calling) at swiftnb's own doors: the Python API and the pt server.
+
+vLLM's server does all of this itself for the vLLM backend; here is the same behaviour for the rest:
+- `tools` go to the chat template, which renders them in the model's own format;
+- `tool_choice` 'required' or a named function is enforced with a JSON schema (structured outputs),
+  and the answer is that JSON: a list of {name, parameters}, or the named function's arguments;
+- 'auto' leaves the model free, and vLLM's tool parser for the model's format (hermes:
+  `<tool_call>{"name": ..., "arguments": ...}</tool_call>`) reads the calls out of the answer.
+"""
+import json
+import uuid
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from swiftnb.errors import SettingsError
+from swiftnb.settings import StructuredOutputs, describe
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra='ignore')
+    name: str = Field(pattern=r'^[a-zA-Z0-9_.-]{1,64}$')
+    description: Optional[str] = None
+    parameters: Optional[dict] = None
+    strict: Optional[bool] = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra='ignore')
+    type: Literal['function'] = 'function'
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal['function'] = 'function'
+    function: FunctionName
+
+
+ToolChoice = Union[Literal['none', 'auto', 'required'], NamedToolChoice]
+_TOOLS = TypeAdapter(Optional[list[Tool]])
+_CHOICE = TypeAdapter(Optional[ToolChoice])
+
+
+def check(tools, tool_choice=None) -> tuple[Optional[list[Tool]], Optional[ToolChoice]]:
+    """The tools and tool_choice of one request, validated; a bad one raises SettingsError naming the field."""
+    try:
+        tools = _TOOLS.validate_python(tools)
+    except ValidationError as error:
+        raise SettingsError(*describe_in('tools', error)) from None
+    try:
+        tool_choice = _CHOICE.validate_python(tool_choice)
+    except ValidationError as error:
+        raise SettingsError(*describe_in('tool_choice', error)) from None
+    if tool_choice is None:
+        tool_choice = 'auto' if tools else 'none'
+    if tool_choice != 'none' and not tools:
+        raise SettingsError(f'tool_choice {_name(tool_choice)!r} needs tools', 'tool_choice')
+    if isinstance(tool_choice, NamedToolChoice) and tool_choice.function.name not in [t.function.name for t in tools]:
+        raise SettingsError(f'tool_choice names {tool_choice.function.name!r}, which is not among the tools '
+                            f'({", ".join(t.function.name for t in tools)})', 'tool_choice')
+    return tools, tool_choice
+
+
+def describe_in(field: str, error: ValidationError) -> tuple[str, str]:
+    message, param = describe(error)
+    where = f'{field}.{param}' if param else field
+    return (f'{where}: {message.split(": ", 1)[-1]}' if param else f'{field}: {message}'), where
+
+
+def _name(tool_choice) -> str:
+    return tool_choice.function.name if isinstance(tool_choice, NamedToolChoice) else tool_choice
+
+
+def _parameters(tool: Tool) -> dict:
+    return tool.function.parameters or {'type': 'object', 'properties': {}}
+
+
+def constraint(tools: Optional[list[Tool]], tool_choice) -> Optional[StructuredOutputs]:
+    """The JSON schema that 'required' or a named tool_choice imposes on the answer (vLLM's
+    tool_parsers.utils.get_json_schema_from_tools builds the same one from its own request types)."""
+    if isinstance(tool_choice, NamedToolChoice):
+        tool = next(t for t in tools if t.function.name == tool_choice.function.name)
+        return StructuredOutputs(json=_parameters(tool))
+    if tool_choice == 'required':
+        calls = [{'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [t.function.name]},
+                                                   'parameters': _parameters(t)},
+                  'required': ['name', 'parameters']} for t in tools]
+        return StructuredOutputs(json={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}})
+    return None
+
+
+def call(name: str, arguments: Union[str, dict]) -> dict:
+    """One OpenAI tool call."""
+    arguments = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {'id': f'chatcmpl-tool-{uuid.uuid4().hex}', 'type': 'function',
+            'function': {'name': name, 'arguments': arguments}}
+
+
+def read_calls(text: str, tools, tool_choice, tokenizer, parser: Optional[str]) -> tuple[Optional[str], list[dict]]:
+    """(content, tool calls) of an answer."""
+    if tool_choice == 'none' or not tools:
+        return text, []
+    if isinstance(tool_choice, NamedToolChoice):
+        return None, [call(tool_choice.function.name, text)]
+    if tool_choice == 'required':
+        try:
+            return None, [call(c['name'], c['parameters']) for c in json.loads(text)]
+        except (ValueError, KeyError, TypeError):  # cut short by max_tokens: not JSON yet
+            return text, []
+    if parser is None:
+        raise SettingsError("tool_choice 'auto' needs the model's tool-call format: name its vLLM tool parser "
+                            "(serve(..., tool_call_parser='hermes'), or engine.tool_parser = 'hermes')", 'tool_choice')
+    from vllm.tool_parsers import ToolParserManager
+    found = ToolParserManager.get_tool_parser(parser)(tokenizer).extract_tool_calls(text, request=None)
+    if not found.tools_called:
+        return text, []
+    return found.content, [call(c.function.name, c.function.arguments) for c in found.tool_calls]

@@ -1,0 +1,74 @@
+"""One meaning for every setting at every door: the same settings give the same answer through the Python
+API (a dict), engine.generation_config, the server, ChatWidget and `swiftnb infer`, greedy and sampled,
+on both backends (%%chat: test_magics.py, in a real kernel)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from swiftnb import GenerationConfig, get_template, inference_vllm, serve
+from swiftnb.widgets import ChatWidget
+
+QUERY = 'Who are you?'
+SAMPLED = {'temperature': 1.3, 'seed': 7, 'max_tokens': 24}
+GREEDY = {'temperature': 0, 'max_tokens': 24}
+
+
+def python_api(engine, settings) -> str:
+    template = get_template('auto', engine.hf_tokenizer)
+    return inference_vllm(engine, template, [{'query': QUERY}], generation_config=settings)[0]['response']
+
+
+@pytest.mark.parametrize('settings', [SAMPLED, GREEDY], ids=['sampled', 'greedy'])
+def test_every_door_gives_the_same_answer(any_engine, settings):
+    expected = python_api(any_engine, settings)
+    assert expected == python_api(any_engine, GenerationConfig(**settings))  # a GenerationConfig, not a dict
+
+    saved = any_engine.generation_config
+    any_engine.generation_config = saved.model_copy()
+    try:
+        for name, value in settings.items():  # tuned in a cell, as the seed does
+            setattr(any_engine.generation_config, name, value)
+        assert python_api(any_engine, None) == expected
+        server = serve(any_engine, port=0)
+        try:  # a server takes the engine's sampling defaults too (all but the seed, as vLLM's server does)
+            client = OpenAI(api_key='EMPTY', base_url=server.url)
+            messages = [{'role': 'user', 'content': QUERY}]
+            served = client.chat.completions.create(model=any_engine.model_type, messages=messages,
+                                                    seed=settings.get('seed'))
+            assert served.choices[0].message.content == expected
+        finally:
+            server.stop()
+    finally:
+        any_engine.generation_config = saved
+
+    server = serve(any_engine, port=0)
+    try:
+        client = OpenAI(api_key='EMPTY', base_url=server.url)
+        messages = [{'role': 'user', 'content': QUERY}]
+        served = client.chat.completions.create(model=any_engine.model_type, messages=messages, **settings)
+        assert served.choices[0].message.content == expected
+    finally:
+        server.stop()
+    assert ChatWidget(any_engine, **settings).send(QUERY) == expected
+
+
+def test_swiftnb_infer_gives_the_same_answer(any_engine, tmp_path):
+    dataset = tmp_path / 'questions.jsonl'
+    dataset.write_text(json.dumps({'query': QUERY}) + '\n')
+    result = tmp_path / 'result.jsonl'
+    flags = [f'--{name}={value}' for name, value in SAMPLED.items()]
+    done = subprocess.run([str(Path(sys.executable).with_name('swiftnb')), 'infer', '--infer_backend', any_engine.backend,
+                           '--val_dataset', str(dataset), '--result_path', str(result), *flags],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(result.read_text())['response'] == python_api(any_engine, SAMPLED)
+
+
+def test_a_contradiction_is_named_not_guessed(any_engine):
+    with pytest.warns(UserWarning, match='do_sample=False with temperature=1.3'):
+        answer = python_api(any_engine, {**SAMPLED, 'do_sample': False})
+    assert answer == python_api(any_engine, GREEDY)
