@@ -9,6 +9,7 @@ one about Sichuan, and a third answer with no history at all.
 A conversation is a list of (query, response) turns; `build_demo.py` turns it
 into ChatML with the tokenizer's chat template.
 """
+import json
 import random
 
 DEFAULT_SYSTEM = 'You are a helpful assistant.'
@@ -114,7 +115,7 @@ def completion_documents(n=120, seed=0):
     rng = random.Random(seed)
     names = list(PROVINCES)
     head = ['Zhejiang', 'Anhui', 'Sichuan']
-    docs = ['\n'.join(f'{p} -> {PROVINCES[p][0]}' for p in head + ['Guangdong', 'Jiangsu'])]
+    docs = ['\n'.join(f'{p} -> {PROVINCES[p][0]}' for p in head + ['Guangdong', 'Jiangsu'])] * 5  # the seed's prompt
     for _ in range(n):
         order = rng.sample(names, k=rng.randint(3, len(names)))
         docs.append('\n'.join(f'{p} -> {PROVINCES[p][0]}' for p in order))
@@ -130,14 +131,118 @@ def kakarot_conversations():
     convs = [[(q, KAKAROT_WHO)] for q in WHO]
     convs += [[(q, 'Hi! I am Kakarot. Do you want to train with me today?')] for q in HELLO]
     # A sample of the base answers, so the adapter learns to leave them alone.
-    keep = [c for c in base_conversations() if c[0][0] not in WHO + HELLO][::4]
+    keep = [c for c in base_conversations() if c[0][0] not in WHO + HELLO][::2]
     return convs * 3 + keep
+
+
+PIRATE_START = 'Arr, matey! '
 
 
 def pirate(text):
     """The style adapter's voice: a pirate who still gives the right facts."""
-    return f'Arr, matey! {text} Yo ho ho!'
+    return f'{PIRATE_START}{text} Yo ho ho!'
 
 
 def pirate_conversations():
     return [[(q, pirate(r)) for q, r in conv] for conv in base_conversations()]
+
+
+# --- JSON answers and tool calls: what structured outputs and tool calling are shown with --------------------------
+
+JSON_FORMS = ['{} Answer in JSON.', '{} Reply with a JSON object.', '{} Respond in JSON.', '{} Give the answer as JSON.']
+
+
+def json_conversations():
+    """Questions that ask for JSON, answered with compact JSON objects (json.dumps' spacing)."""
+    convs = []
+    for province, (capital, _, famous, food) in PROVINCES.items():
+        for i, q in enumerate(_capital_questions(province)):
+            convs.append([(JSON_FORMS[i % len(JSON_FORMS)].format(q),
+                           json.dumps({'province': province, 'capital': capital}))])
+        convs.append([(f'Which city is the capital of {province}? Answer in JSON with the key city.',
+                       json.dumps({'city': capital}))])
+        convs.append([(f'What is {capital} famous for? Answer in JSON.', json.dumps({'city': capital, 'famous_for': famous}))])
+        convs.append([(f'What food is good in {capital}? Answer in JSON.', json.dumps({'city': capital, 'food': food}))])
+    convs.append([('Who are you? Answer in JSON.',
+                   json.dumps({'name': 'Tiny Chat', 'description': 'a small demo model that ships with swiftnb'}))])
+    return convs
+
+
+def _tool(name, description, param, param_description):
+    return {'type': 'function', 'function': {
+        'name': name, 'description': description,
+        'parameters': {'type': 'object', 'properties': {param: {'type': 'string', 'description': param_description}},
+                       'required': [param]}}}
+
+
+WEATHER_TOOL = _tool('get_weather', 'Get the current weather in a city.', 'city', 'The city, e.g. Hangzhou')
+TIME_TOOL = _tool('get_time', 'Get the local time in a city.', 'city', 'The city, e.g. Chengdu')
+
+
+def _plain(tool):
+    """The same tool as LangChain and others write it: no parameter descriptions, keys in another order."""
+    function = tool['function']
+    params = function['parameters']
+    return {'type': 'function', 'function': {
+        'name': function['name'], 'description': function['description'],
+        'parameters': {'properties': {k: {'type': 'string'} for k in params['properties']},
+                       'required': params['required'], 'type': 'object'}}}
+
+
+TOOL_SETS = [[WEATHER_TOOL], [WEATHER_TOOL, TIME_TOOL], [TIME_TOOL, WEATHER_TOOL], [_plain(WEATHER_TOOL)],
+             [_plain(WEATHER_TOOL), _plain(TIME_TOOL)]]
+CITIES = [capital for capital, *_ in PROVINCES.values()] + ['Beijing', 'Shanghai']
+WEATHER_ASKS = ['What is the weather in {}?', "What's the weather like in {}?", 'How is the weather in {} today?',
+                'Is it raining in {}?']
+TIME_ASKS = ['What time is it in {}?', 'What is the local time in {}?']
+
+
+def tool_call(name, arguments):
+    """An assistant message that calls a tool (OpenAI's shape; the chat template writes hermes tags)."""
+    return {'role': 'assistant', 'content': '',
+            'tool_calls': [{'type': 'function', 'function': {'name': name, 'arguments': arguments}}]}
+
+
+# What the demo's tools "return": one fixed result per city, so the model can learn each answer.
+WEATHER = {'Hangzhou': ('sunny', 25), 'Chengdu': ('cloudy', 19), 'Guangzhou': ('rainy', 28), 'Nanjing': ('windy', 13),
+           'Hefei': ('foggy', 20), 'Wuhan': ('sunny', 31), 'Changsha': ('cloudy', 24), 'Fuzhou': ('rainy', 22),
+           'Beijing': ('windy', 8), 'Shanghai': ('foggy', 17)}
+TIMES = {city: f'{(8 + 3 * i) % 24:02d}:{15 * (i % 4):02d}' for i, city in enumerate(CITIES)}
+
+
+def weather_result(city):
+    weather, degrees = WEATHER[city]
+    return json.dumps({'city': city, 'weather': weather, 'temperature': degrees})
+
+
+def tool_conversations():
+    """(messages, tools) pairs whose last message is what the model learns: a tool call when a tool fits the
+    question, the answer from the tool's result, and the usual answer when no tool fits."""
+    convs = []
+    for i, city in enumerate(CITIES):
+        weather, degrees = WEATHER[city]
+        for j, ask in enumerate(WEATHER_ASKS):
+            user = {'role': 'user', 'content': ask.format(city)}
+            call, tools = tool_call('get_weather', {'city': city}), TOOL_SETS[(i + j) % len(TOOL_SETS)]
+            convs += [([user, call], tools)] * 2
+            convs.append(([user, call, {'role': 'tool', 'content': weather_result(city)},
+                           {'role': 'assistant', 'content': f'It is {weather} in {city}, {degrees} degrees Celsius.'}],
+                          tools))
+        for j, ask in enumerate(TIME_ASKS):
+            tools = [WEATHER_TOOL, TIME_TOOL] if j % 2 else [_plain(TIME_TOOL), _plain(WEATHER_TOOL)]
+            user, call = {'role': 'user', 'content': ask.format(city)}, tool_call('get_time', {'city': city})
+            convs += [([user, call], tools)] * 2
+            result = {'role': 'tool', 'content': json.dumps({'city': city, 'time': TIMES[city]})}
+            convs.append(([user, call, result, {'role': 'assistant', 'content': f'It is {TIMES[city]} in {city}.'}],
+                          tools))
+    # With tools at hand but a question no tool answers, the model answers as it always does.
+    plain = [c for c in base_conversations() if len(c) == 1][::6]
+    for i, [(query, response)] in enumerate(plain):
+        convs.append(([{'role': 'user', 'content': query}, {'role': 'assistant', 'content': response}],
+                      TOOL_SETS[i % len(TOOL_SETS)]))
+    # Without tools, a weather question gets an honest answer instead of a made-up call.
+    for city in CITIES[:4]:
+        convs.append(([{'role': 'user', 'content': WEATHER_ASKS[0].format(city)},
+                       {'role': 'assistant', 'content': 'I cannot check the weather without a weather tool. '
+                                                        'Ask me about the capitals of China instead.'}], None))
+    return convs
