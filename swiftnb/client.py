@@ -45,6 +45,29 @@ def build_request(model_type: str, query: str, history=None, system=None, reques
     return is_chat, kwargs
 
 
+def _fill_delta(chunk):
+    # The last chunk of a chat stream carries only finish_reason: OpenAI's API and vLLM's server
+    # (with a tool parser) send `delta: {}`, whose content the SDK reads as None. The seed's
+    # stream chunks always hold text, so its `print(chunk.choices[0].delta.content, end='')` works.
+    for choice in getattr(chunk, 'choices', ()):
+        delta = getattr(choice, 'delta', None)
+        if delta is not None and delta.content is None and not delta.tool_calls:
+            delta.content = ''
+    return chunk
+
+
+def _seed_stream(stream):
+    with stream:
+        for chunk in stream:
+            yield _fill_delta(chunk)
+
+
+async def _seed_stream_async(stream):
+    async with stream:
+        async for chunk in stream:
+            yield _fill_delta(chunk)
+
+
 def get_model_list_client(host: str = '127.0.0.1', port: int = 8000, api_key: str = 'EMPTY',
                           url: Optional[str] = None):
     """The server's /v1/models (`.data[i].id`)."""
@@ -59,16 +82,18 @@ async def get_model_list_client_async(host: str = '127.0.0.1', port: int = 8000,
 def inference_client(model_type: str, query: str, history=None, system=None, *, request_config=None,
                      is_chat_request=None, host: str = '127.0.0.1', port: int = 8000, api_key: str = 'EMPTY',
                      url: Optional[str] = None):
-    """One request; returns the SDK's ChatCompletion / Completion, or its Stream when streaming."""
+    """One request; returns the SDK's ChatCompletion / Completion, or an iterator of its chunks when streaming."""
     is_chat, kwargs = build_request(model_type, query, history, system, request_config, is_chat_request)
     client = OpenAI(api_key=api_key, base_url=_base_url(host, port, url))
-    return (client.chat.completions if is_chat else client.completions).create(**kwargs)
+    response = (client.chat.completions if is_chat else client.completions).create(**kwargs)
+    return _seed_stream(response) if kwargs.get('stream') else response
 
 
 async def inference_client_async(model_type: str, query: str, history=None, system=None, *, request_config=None,
                                  is_chat_request=None, host: str = '127.0.0.1', port: int = 8000,
                                  api_key: str = 'EMPTY', url: Optional[str] = None):
-    """`await`-able inference_client; a streaming call gives an AsyncStream for `async for`."""
+    """`await`-able inference_client; a streaming call gives an async iterator for `async for`."""
     is_chat, kwargs = build_request(model_type, query, history, system, request_config, is_chat_request)
     client = AsyncOpenAI(api_key=api_key, base_url=_base_url(host, port, url))
-    return await (client.chat.completions if is_chat else client.completions).create(**kwargs)
+    response = await (client.chat.completions if is_chat else client.completions).create(**kwargs)
+    return _seed_stream_async(response) if kwargs.get('stream') else response

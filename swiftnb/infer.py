@@ -56,7 +56,7 @@ def prepare(engine: Engine, template: Template, request_list: list, config: Gene
         ids = template.encode(request['query'], request.get('history'), request.get('system'),
                               [t.model_dump(exclude_none=True) for t in tools] if tools else None)
         engine.check_prompt(ids, f'the prompt of request {i}' if len(request_list) > 1 else 'the prompt')
-        forced = tool_calls.constraint(tools, tool_choice)
+        forced = tool_calls.constraint(tools, tool_choice, engine.tool_parser)
         request_config = config if forced is None else \
             config.model_copy(update={'structured_outputs': forced, 'response_format': None})
         prepared.append(Prepared(ids, request_config, tools, tool_choice))

@@ -21,6 +21,7 @@ Every value is checked where it is set (`config.temperature = -1` fails on that 
 raises SettingsError with one line: `temperature: Input should be ... (got -1)`.
 """
 import json
+import re
 import typing
 import warnings
 from pathlib import Path
@@ -53,8 +54,10 @@ class ResponseFormat(BaseModel):
 
     @model_validator(mode='after')
     def _schema_given(self):
-        if self.type == 'json_schema' and self.json_schema is None:
-            raise ValueError("type 'json_schema' needs a json_schema: {'name': ..., 'schema': {...}}")
+        if self.type == 'json_schema':
+            if self.json_schema is None:
+                raise ValueError("type 'json_schema' needs a json_schema: {'name': ..., 'schema': {...}}")
+            _check_grammar(StructuredOutputs.model_construct(json_schema=self.json_schema.json_schema))
         return self
 
 
@@ -100,8 +103,9 @@ def _check_grammar(structured: StructuredOutputs) -> None:
             xgrammar.Grammar.from_regex(structured.regex)
         elif structured.grammar is not None:
             xgrammar.Grammar.from_ebnf(structured.grammar)
-    except Exception as error:  # xgrammar raises RuntimeError/ValueError with its parser's message
-        raise ValueError(f'not a valid constraint: {str(error).splitlines()[0]}') from None
+    except Exception as error:  # xgrammar raises RuntimeError/ValueError: '[time] file.cc:line: message'
+        message = re.sub(r'^\[[\d:]+\] \S+:\d+: ', '', str(error).strip().splitlines()[0])
+        raise ValueError(f'not a valid constraint: {message}') from None
 
 
 class GenerationConfig(BaseModel):
@@ -186,9 +190,9 @@ class GenerationConfig(BaseModel):
         rf = self.response_format
         if rf is None or rf.type == 'text':
             return self.structured_outputs
-        if rf.type == 'json_object':
-            return StructuredOutputs(json_object=True)
-        return StructuredOutputs(json=rf.json_schema.json_schema)
+        if rf.type == 'json_object':  # (checked when response_format was set)
+            return StructuredOutputs.model_construct(json_object=True)
+        return StructuredOutputs.model_construct(json_schema=rf.json_schema.json_schema)
 
     @property
     def num_logprobs(self) -> Optional[int]:

@@ -2,12 +2,15 @@
 
 vLLM's server does all of this itself for the vLLM backend; here is the same behaviour for the rest:
 - `tools` go to the chat template, which renders them in the model's own format;
-- `tool_choice` 'required' or a named function is enforced with a JSON schema (structured outputs),
-  and the answer is that JSON: a list of {name, parameters}, or the named function's arguments;
-- 'auto' leaves the model free, and vLLM's tool parser for the model's format (hermes:
-  `<tool_call>{"name": ..., "arguments": ...}</tool_call>`) reads the calls out of the answer.
+- `tool_choice` 'required' or a named function is enforced by a grammar (structured outputs): in the
+  model's own format where swiftnb knows it (hermes: `<tool_call>{"name": ..., "arguments": ...}</tool_call>`,
+  as vLLM 0.32 does with its structural tags), else as vLLM's JSON schemas (a list of {name,
+  parameters}, or the named function's arguments);
+- 'auto' leaves the model free; vLLM's tool parser for the model's format reads the calls out of the
+  answer (and the forced ones, in the model's format).
 """
 import json
+import re
 import uuid
 from typing import Literal, Optional, Union
 
@@ -79,18 +82,49 @@ def _parameters(tool: Tool) -> dict:
     return tool.function.parameters or {'type': 'object', 'properties': {}}
 
 
-def constraint(tools: Optional[list[Tool]], tool_choice) -> Optional[StructuredOutputs]:
-    """The JSON schema that 'required' or a named tool_choice imposes on the answer (vLLM's
-    tool_parsers.utils.get_json_schema_from_tools builds the same one from its own request types)."""
+def _call_schema(tool: Tool) -> dict:
+    return {'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [tool.function.name]},
+                                             'arguments': _parameters(tool)},
+            'required': ['name', 'arguments']}
+
+
+def _forced(tools: Optional[list[Tool]], tool_choice) -> list[Tool]:
+    """The tools a forced tool_choice allows (none where the choice is free)."""
     if isinstance(tool_choice, NamedToolChoice):
-        tool = next(t for t in tools if t.function.name == tool_choice.function.name)
-        return StructuredOutputs(json=_parameters(tool))
-    if tool_choice == 'required':
-        calls = [{'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [t.function.name]},
-                                                   'parameters': _parameters(t)},
-                  'required': ['name', 'parameters']} for t in tools]
-        return StructuredOutputs(json={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}})
-    return None
+        return [t for t in tools if t.function.name == tool_choice.function.name]
+    return list(tools) if tool_choice == 'required' else []
+
+
+HERMES = ('<tool_call>\n', '\n</tool_call>')
+
+
+def _hermes_grammar(allowed: list[Tool], repeat: bool) -> str:
+    """EBNF for one (or, with `repeat`, several) hermes tool calls of the allowed tools, built by xgrammar."""
+    import xgrammar
+    schema = _call_schema(allowed[0]) if len(allowed) == 1 else {'anyOf': [_call_schema(t) for t in allowed]}
+    one = xgrammar.Grammar.concat(xgrammar.Grammar.from_ebnf(f'root ::= {json.dumps(HERMES[0])}'),
+                                  xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False),
+                                  xgrammar.Grammar.from_ebnf(f'root ::= {json.dumps(HERMES[1])}'))
+    rules = re.sub(r'\broot\b', 'tool_call', str(one))
+    more = ' ("\\n" tool_call)*' if repeat else ''
+    return f'root ::= tool_call{more}\n{rules}'
+
+
+def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] = None) -> Optional[StructuredOutputs]:
+    """The grammar that 'required' or a named tool_choice imposes on the answer: hermes tool calls for a
+    hermes model, else the JSON schema vLLM's tool_parsers.utils.get_json_schema_from_tools builds (from
+    its own request types, so it is written again here)."""
+    allowed = _forced(tools, tool_choice)
+    if not allowed:
+        return None
+    if parser == 'hermes':
+        return StructuredOutputs(grammar=_hermes_grammar(allowed, repeat=tool_choice == 'required'))
+    if isinstance(tool_choice, NamedToolChoice):
+        return StructuredOutputs(json=_parameters(allowed[0]))
+    calls = [{'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [t.function.name]},
+                                               'parameters': _parameters(t)},
+              'required': ['name', 'parameters']} for t in allowed]
+    return StructuredOutputs(json={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}})
 
 
 def call(name: str, arguments: Union[str, dict]) -> dict:
@@ -104,9 +138,9 @@ def read_calls(text: str, tools, tool_choice, tokenizer, parser: Optional[str]) 
     """(content, tool calls) of an answer."""
     if tool_choice == 'none' or not tools:
         return text, []
-    if isinstance(tool_choice, NamedToolChoice):
+    if parser != 'hermes' and isinstance(tool_choice, NamedToolChoice):
         return None, [call(tool_choice.function.name, text)]
-    if tool_choice == 'required':
+    if parser != 'hermes' and tool_choice == 'required':
         try:
             return None, [call(c['name'], c['parameters']) for c in json.loads(text)]
         except (ValueError, KeyError, TypeError):  # cut short by max_tokens: not JSON yet

@@ -91,7 +91,6 @@ class Engine(abc.ABC):
         # vLLM's name for the format this model writes tool calls in (for tool_choice 'auto'); settable.
         self.tool_parser: Optional[str] = default_tool_parser(model_type)
         self.closed = False
-        self.closed_because = 'it was shut down'
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
@@ -151,7 +150,7 @@ class Engine(abc.ABC):
     def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
         """The checks a request passes before it streams: the engine is open, the prompt fits."""
         if self.closed:
-            raise EngineClosedError(f'this engine cannot answer: {self.closed_because}; create a new one')
+            raise EngineClosedError(f'this engine cannot answer: {self.loop.stopped_because}; create a new one')
         if not prompt_ids:
             raise UsageError(f'{which} is empty; give at least one token')
         if len(prompt_ids) >= self.max_model_len:
@@ -179,7 +178,7 @@ class Engine(abc.ABC):
         """Free the model; calling it again does nothing. `because` goes into the error of later calls."""
         if self.closed:
             return
-        self.closed, self.closed_because = True, because
+        self.closed, self.loop.stopped_because = True, because
         self._close()
 
     def __repr__(self):

@@ -28,6 +28,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 class EngineLoop:
     def __init__(self, name: str = 'swiftnb-engine-loop'):
+        self.stopped_because = 'it was shut down'  # said by the error of any call after stop()
         self.asyncio_loop = _new_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -51,7 +52,7 @@ class EngineLoop:
                                'it would deadlock. Use the async form (await ..._async(...)) there.')
         if not self.running:
             coro.close()
-            raise EngineClosedError('the engine was shut down; create it again')
+            raise EngineClosedError(f'this engine cannot answer: {self.stopped_because}; create a new one')
         return asyncio.run_coroutine_threadsafe(coro, self.asyncio_loop)
 
     def run(self, coro: Awaitable[T]) -> T:

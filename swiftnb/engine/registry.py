@@ -21,7 +21,7 @@ def get_or_create(key: tuple, factory: Callable[[], Engine]) -> Engine:
         engine: Optional[Engine] = _live['engine']
         if engine is not None and not engine.closed and _live['key'] == key:
             return engine
-        _shutdown_live()
+        _shutdown_live('get_vllm_engine or get_pt_engine was called with other arguments, which replaced it')
         engine = factory()
         _live.update(key=key, engine=engine)
         # atexit runs hooks last-in first-out; vLLM's own exit hooks (registered while the engine
@@ -36,12 +36,12 @@ def live_engine() -> Optional[Engine]:
     return None if engine is None or engine.closed else engine
 
 
-def _shutdown_live() -> None:
+def _shutdown_live(because: str) -> None:
     engine, _live['engine'], _live['key'] = _live['engine'], None, None
     if engine is not None:
-        engine.shutdown()
+        engine.shutdown(because)
 
 
 def _at_exit() -> None:
     with _lock:
-        _shutdown_live()
+        _shutdown_live('the interpreter exited')

@@ -7,6 +7,7 @@ token-id prompts, echo with prompt logprobs), /v1/models, /tokenize, /detokenize
 /version, /health and the adapter routes. It runs on the engine's own loop, so the handlers
 iterate `engine.stream` directly. Responses are the `openai` package's types.
 """
+import json
 import time
 import uuid
 from typing import AsyncIterator, Optional
@@ -23,7 +24,7 @@ from swiftnb.engine.base import Choice, Engine
 from swiftnb.engine.streams import interleave
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.server.adapters import add_adapter_routes
-from swiftnb.server.errors import error_json, swiftnb_error_json
+from swiftnb.server.errors import error_body, error_json, status_of, swiftnb_error_json
 from swiftnb.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from swiftnb.settings import GenerationConfig, describe, served_defaults
 from swiftnb.template import Template
@@ -84,12 +85,13 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
         lora = engine.adapter(body.model, served_model_name)
         tools, tool_choice = tool_calls.check(body.tools, body.tool_choice)
         config = body.generation(served_defaults(engine.generation_config))
-        forced = tool_calls.constraint(tools, tool_choice)
+        forced = tool_calls.constraint(tools, tool_choice, tool_call_parser)
         if forced is not None:
             config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
         ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(tools))
         engine.check_prompt(ids)
-        run = Run(engine, body, [ids], config, lora, metrics, (tools, tool_choice, tool_call_parser))
+        run = Run(engine, body, served_model_name, [ids], config, lora, metrics,
+                  (tools, tool_choice, tool_call_parser))
         return _sse(run.chat_chunks()) if body.stream else await run.chat_response()
 
     @app.post('/v1/completions')
@@ -99,7 +101,7 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
         prompts = _prompt_ids(engine, body.prompt)
         for i, ids in enumerate(prompts):
             engine.check_prompt(ids, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
-        run = Run(engine, body, prompts, config, lora, metrics)
+        run = Run(engine, body, served_model_name, prompts, config, lora, metrics)
         return _sse(run.completion_chunks()) if body.stream else await run.completion_response()
 
     add_adapter_routes(app, engine)
@@ -159,11 +161,11 @@ class Metrics:
 class Run:
     """One request's generation: its prompts, settings and adapter, and its responses built from engine Deltas."""
 
-    def __init__(self, engine: Engine, body, prompts: list[list[int]], config: GenerationConfig, lora, metrics,
-                 tools: tuple = (None, 'none', None)):
+    def __init__(self, engine: Engine, body, base_name: str, prompts: list[list[int]], config: GenerationConfig,
+                 lora, metrics: 'Metrics', tools: tuple = (None, 'none', None)):
         self.engine, self.body, self.prompts, self.config, self.lora = engine, body, prompts, config, lora
         self.metrics, self.tools = metrics, tools  # tools: (tools, tool_choice, vLLM tool parser name)
-        self.model = body.model or metrics.model_name
+        self.model = body.model or base_name
         self.n = config.n
         self.id = uuid.uuid4().hex
         self.created = int(time.time())
@@ -319,9 +321,14 @@ def _finish(reason: Optional[str]) -> Optional[str]:
 
 
 def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
-    """Server-sent events of JSON chunks, ending with [DONE] as OpenAI's API does."""
+    """Server-sent events of JSON chunks, ending with [DONE] as OpenAI's API does; an error after the first
+    byte ends the stream with an error event, as vLLM's server sends it."""
     async def events():
-        async for chunk in chunks:
-            yield f'data: {chunk}\n\n'
+        try:
+            async for chunk in chunks:
+                yield f'data: {chunk}\n\n'
+        except Exception as error:
+            status = status_of(error) if isinstance(error, SwiftnbError) else 500
+            yield f'data: {json.dumps(error_body(status, str(error)))}\n\n'
         yield 'data: [DONE]\n\n'
     return StreamingResponse(events(), media_type='text/event-stream')
