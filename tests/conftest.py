@@ -33,6 +33,17 @@ def pt_engine():
     engine.shutdown()
 
 
+@pytest.fixture(scope='session')
+def float32_engine():
+    """vLLM in float32, as the pt backend computes on a CPU: for comparing the backends token by token over
+    long answers, where bfloat16 rounding flips near-ties."""
+    from swiftnb.engine.options import VllmOptions
+    from swiftnb.engine.vllm import VllmEngine
+    engine = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR), VllmOptions(dtype='float32'))
+    yield engine
+    engine.shutdown()
+
+
 @pytest.fixture(params=['vllm', 'pt'])
 def any_engine(request, engine, pt_engine):
     """Each backend in turn, for what must work the same on both."""

@@ -87,5 +87,5 @@ def test_errors_cross_the_bridge(loop):
 def test_stopped_loop_gives_a_clear_error():
     engine_loop = EngineLoop()
     engine_loop.stop()
-    with pytest.raises(EngineClosedError, match='shut down; create it again'):
+    with pytest.raises(EngineClosedError, match='cannot answer: it was shut down; create a new one'):
         engine_loop.run(add(1, 1))

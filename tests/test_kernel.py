@@ -63,6 +63,10 @@ CELLS = [
     "engine = get_vllm_engine()\n"
     "swap.update(pt_closed=pt.closed, back=engine.backend,\n"
     "            answer=inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'])\n"
+    "try:\n"
+    "    inference_vllm(pt, template, [{'query': 'Hello!'}])\n"
+    "except Exception as error:  # the replaced engine says what closed it\n"
+    "    swap['pt_error'] = str(error)\n"
     "print(json.dumps(swap))",
 ]
 
@@ -104,6 +108,8 @@ def test_engine_in_a_real_kernel():
     swap = json.loads(outputs[9])
     assert swap['vllm_closed'] and swap['left'] == [] and swap['pt'] == 'pt' and swap['pt_closed']
     assert swap['back'] == 'vllm' and swap['answer'] == swap['pt_answer'] == outputs[3].strip()
+    assert swap['pt_error'].startswith('this engine cannot answer: get_vllm_engine or get_pt_engine was called '
+                                       'with other arguments, which replaced it')
     # Interpreter exit (kernel shutdown) leaves no child process behind.
     deadline = time.time() + 30
     while time.time() < deadline and any(psutil.pid_exists(p) for p in replace['children']):

@@ -28,7 +28,7 @@ CELLS = [
     '%%chat --new --temperature 1.3 --seed 7 --max_tokens 24\nWho are you?',  # 19: settings as at every door
     "from swiftnb import get_template, inference_vllm\nfrom swiftnb.engine import registry\n"
     "e, answer = registry.live_engine(), _\nprint(answer == inference_vllm(e, get_template('auto', e.hf_tokenizer), "
-    "[{'query': 'Who are you?'}], generation_config={'temperature': 1.3, 'seed': 7, 'max_tokens': 24})[0]['response'])",
+    "[{{'query': 'Who are you?'}}], generation_config={{'temperature': 1.3, 'seed': 7, 'max_tokens': 24}})[0]['response'])",
     '%swiftnb shutdown',                                     # 21
     '%swiftnb status',                                       # 22
 ]

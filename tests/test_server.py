@@ -155,18 +155,25 @@ def test_load_and_unload_adapters_at_runtime(server, client):
         engine.remove_lora('from-notebook')
 
 
-def test_api_key(engine):
-    server = BackgroundServer(engine, port=0, api_key='sk-test')
+@pytest.mark.parametrize('backend', ['vllm', 'pt'])
+def test_api_key(engine, pt_engine, backend):
+    server = BackgroundServer(engine if backend == 'vllm' else pt_engine, port=0, api_key='sk-test')
+    root = server.url.removesuffix('/v1')
     try:
-        assert httpx.get(server.url.replace('/v1', '/health')).status_code == 200
+        assert httpx.get(root + '/health').status_code == 200
         missing = httpx.get(server.url + '/models')
         assert missing.status_code == 401 and missing.json()['error']['code'] == 401
+        for path in ('/openapi.json', '/metrics', '/version'):  # every route but /health
+            assert httpx.get(root + path).status_code == 401, path
         with pytest.raises(APIStatusError) as err:
             OpenAI(api_key='wrong', base_url=server.url).models.list()
         assert err.value.status_code == 401
         assert OpenAI(api_key='sk-test', base_url=server.url).models.list().data[0].id == 'tiny-chat'
+        assert httpx.get(server.url + '/models', headers={'Authorization': 'bearer sk-test'}).status_code == 200
     finally:
         server.stop()
+    with pytest.raises(ValueError, match='api_key is empty'):
+        BackgroundServer(engine, port=0, api_key='')
 
 
 def test_64_concurrent_streams_complete_with_the_right_text(server, client):
