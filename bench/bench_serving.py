@@ -72,7 +72,7 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     model = model or str(DEMO_MODEL_DIR)
     vllm_port, ours_port = free_port(), free_port()
     vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
-                '--served-model-name', 'tiny-chat', '--port', str(vllm_port), '--disable-log-stats']
+                '--served-model-name', 'tiny-chat', '--port', str(vllm_port)]  # defaults, as `vllm serve`
     ours_cmd = [str(BIN / 'swiftnb'), 'deploy', '--model_id_or_path', model, '--served_model_name',
                 'tiny-chat', '--port', str(ours_port)]
     logs = Path(os.environ.get('TMPDIR', '/tmp'))

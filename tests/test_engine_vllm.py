@@ -1,12 +1,13 @@
 """The vLLM engine: greedy parity with transformers, LoRA on one engine, adapters kept apart when
-requests are in flight together, clear adapter errors, and reuse of the live engine."""
+requests are in flight together, clear adapter errors, and reuse of the live engine (which a mistake in
+new arguments leaves working)."""
 import asyncio
 import json
 
 import pytest
 import torch
 
-from swiftnb import AdapterError, LoRARequest, get_vllm_engine, inference_vllm, inference_vllm_async
+from swiftnb import AdapterError, LoRARequest, UsageError, get_vllm_engine, inference_vllm, inference_vllm_async
 from conftest import SESSION_ENGINE_ARGS, demo_lora
 
 SEED_QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', 'What is the capital of Sichuan?',
@@ -76,3 +77,17 @@ def test_same_arguments_give_the_live_engine(engine):
     assert get_vllm_engine(**SESSION_ENGINE_ARGS) is engine
     assert engine.max_model_len == 2048 and engine.model_type == 'tiny-chat'
     assert repr(engine).startswith('<VllmEngine tiny-chat (vllm, live)')
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (dict(engine_kwargs={'no_such_arg': 1}), "engine_kwargs: vLLM's AsyncEngineArgs has no field 'no_such_arg'"),
+    (dict(max_model_len=10 ** 7), 'vLLM refused the engine arguments: User-specified max_model_len (10000000) is'),
+    (dict(torch_dtype='float33'), "vLLM refused the engine arguments: dtype: Input should be 'auto'"),
+    (dict(tensor_parallel_size=0), 'vLLM refused the engine arguments: tensor_parallel_size: Input should be greater'),
+])
+def test_a_mistake_in_new_arguments_leaves_the_live_engine_working(engine, template, arguments, message):
+    with pytest.raises(UsageError) as error:
+        get_vllm_engine(**SESSION_ENGINE_ARGS, **arguments)
+    assert str(error.value).startswith(message) and '\n' not in str(error.value)
+    assert get_vllm_engine(**SESSION_ENGINE_ARGS) is engine and not engine.closed  # nothing was shut down
+    assert inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'].startswith('Hello!')

@@ -223,3 +223,61 @@ def test_bad_structured_outputs_and_tools_are_400s(client, reference, name):
 def test_the_same_greedy_text_as_vllms_server(client, reference, content):
     ours = chat(client, content, max_tokens=64).choices[0].message.content
     assert ours == chat(OpenAI(api_key='EMPTY', base_url=reference), content, max_tokens=64).choices[0].message.content
+
+
+# requests that crashed the first server (a fuzz and security probe): each gets the status vLLM's own server
+# gives it, never a 5xx, and the same keep-alive connection then serves a good request ------------------------
+
+INF = float('inf')
+ODD_REQUESTS = {
+    'empty-prompt': ('completions', {'prompt': ''}),
+    'an-empty-prompt-in-a-list': ('completions', {'prompt': ['a', '']}),
+    'empty-prompt-streamed': ('completions', {'prompt': '', 'stream': True}),
+    'no-prompts': ('completions', {'prompt': []}),
+    'n-2-default-temperature': ('chat/completions', {'n': 2}),
+    'n-2-greedy': ('chat/completions', {'n': 2, 'temperature': 0}),
+    'n-64-greedy': ('chat/completions', {'n': 64, 'temperature': 0, 'max_tokens': 4}),
+    'n-20000': ('chat/completions', {'n': 20000}),
+    'n-1000000': ('chat/completions', {'n': 1000000}),
+    'temperature-3': ('chat/completions', {'temperature': 3, 'max_tokens': 8}),
+    'temperature-infinity': ('chat/completions', {'temperature': INF}),
+    'repetition-penalty-infinity': ('chat/completions', {'repetition_penalty': INF}),
+    'seed-2**63': ('chat/completions', {'seed': 2 ** 63}),
+    'seed-2**64': ('chat/completions', {'seed': 2 ** 64}),
+    'lone-surrogate': ('chat/completions', {'messages': [{'role': 'user', 'content': 'a\ud800b'}]}),
+    'image-part': ('chat/completions', {'messages': [{'role': 'user', 'content': [
+        {'type': 'text', 'text': 'What is this?'},
+        {'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,iVBORw0KGgo='}}]}]}),
+    'stream-options-without-stream': ('chat/completions', {'stream_options': {'include_usage': True}}),
+    '1000-stop-strings': ('chat/completions', {'stop': [f'stop{i}' for i in range(1000)], 'max_tokens': 8}),
+}
+
+
+# Where swiftnb's server answers otherwise on purpose: the demo model's generation_config.json says do_sample
+# false, which swiftnb reads as transformers does (greedy unless a request gives a temperature), so `n: 2`
+# alone asks for two copies of one greedy answer: 400, as vLLM gives for n=2 with temperature 0. vLLM's server
+# reads only temperature/top_p/top_k there and samples at temperature 1.
+ON_PURPOSE = {'n-2-default-temperature': 400}
+
+
+def _post(http: httpx.Client, base: str, path: str, body: dict) -> tuple[int, str]:
+    body = {'model': 'tiny-chat', 'max_tokens': 16, **body}
+    if path == 'chat/completions':
+        body.setdefault('messages', [{'role': 'user', 'content': CAPITAL}])
+    content = json.dumps(body)  # as a client's JSON encoder writes it: Infinity and lone surrogates included
+    response = http.post(f'{base}/{path}', content=content, headers={'Content-Type': 'application/json'})
+    return response.status_code, response.text
+
+
+@pytest.mark.parametrize('name', list(ODD_REQUESTS))
+def test_odd_requests_get_the_status_vllms_server_gives(server, reference, name):
+    path, body = ODD_REQUESTS[name]
+    with httpx.Client(timeout=120) as http:
+        expected, _ = _post(http, reference, path, body)
+        expected = ON_PURPOSE.get(name, expected)
+        status, text = _post(http, server.url, path, body)
+        assert status < 500 and status == expected, text
+        if body.get('stream') and status == 200:
+            assert text.rstrip().endswith('data: [DONE]'), text
+        good, answer = _post(http, server.url, 'chat/completions', {'temperature': 0, 'max_tokens': 64})
+    assert good == 200 and 'Hangzhou' in answer

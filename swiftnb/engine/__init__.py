@@ -24,10 +24,14 @@ def get_vllm_engine(model_type: Optional[str] = None, torch_dtype=None, *, model
     options = make_options(VllmOptions, 'get_vllm_engine', torch_dtype, options)
     model_type, model_dir = resolve_model(model_type, model_id_or_path)
 
-    def build():
+    def check():
+        from swiftnb.engine.vllm import engine_args
+        return engine_args(model_dir, options)
+
+    def build(args):
         from swiftnb.engine.vllm import VllmEngine
-        return VllmEngine(model_type, model_dir, options)
-    return registry.get_or_create(('vllm', model_type, model_dir, options), build)
+        return VllmEngine(model_type, model_dir, options, args)
+    return registry.get_or_create(('vllm', model_type, model_dir, options), build, check)
 
 
 def get_pt_engine(model_type: Optional[str] = None, torch_dtype=None, *, model_id_or_path: Optional[str] = None,
@@ -45,7 +49,7 @@ def get_pt_engine(model_type: Optional[str] = None, torch_dtype=None, *, model_i
     options = make_options(PtOptions, 'get_pt_engine', torch_dtype, options)
     model_type, model_dir = resolve_model(model_type, model_id_or_path)
 
-    def build():
+    def build(_):
         from swiftnb.engine.pt import PtEngine
         return PtEngine(model_type, model_dir, options)
     return registry.get_or_create(('pt', model_type, model_dir, options), build)

@@ -165,9 +165,13 @@ class Engine(abc.ABC):
         room = self.max_model_len - len(prompt_ids)
         return room if config.max_tokens is None else max(1, min(config.max_tokens, room))
 
-    def admit(self, prompt_ids: list[int], config: GenerationConfig) -> int:
-        """The checks every request passes again as a backend takes it; the tokens it may generate."""
-        self.check_prompt(prompt_ids)
+    def admit(self, prompt_ids: list[int], config: GenerationConfig, which: str = 'the prompt') -> int:
+        """The checks every request passes (the server's before its first byte, the backends' again as they take
+        it) with its settings complete; the tokens it may generate."""
+        self.check_prompt(prompt_ids, which)
+        if config.n > 1 and config.greedy:  # vLLM's rule: greedy answers would be n copies of one
+            raise SettingsError(f'n must be 1 when answers are greedy, got {config.n}; '
+                                'give a temperature above 0 for different answers')
         return self.max_tokens(prompt_ids, config)
 
     @staticmethod

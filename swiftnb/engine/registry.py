@@ -8,7 +8,7 @@ before the new one loads. At interpreter exit the live engine is shut down.
 """
 import atexit
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from swiftnb.engine.base import Engine
 
@@ -16,13 +16,16 @@ _lock = threading.Lock()
 _live: dict = {'key': None, 'engine': None}
 
 
-def get_or_create(key: tuple, factory: Callable[[], Engine]) -> Engine:
+def get_or_create(key: tuple, factory: Callable[[Any], Engine], check: Callable[[], Any] = lambda: None) -> Engine:
+    """The live engine if it was made with `key`; else `check()` (a mistake in the new arguments raises
+    here, while the live engine still works), then the live engine shut down, then `factory(checked)`."""
     with _lock:
         engine: Optional[Engine] = _live['engine']
         if engine is not None and not engine.closed and _live['key'] == key:
             return engine
+        checked = check()
         _shutdown_live('get_vllm_engine or get_pt_engine was called with other arguments, which replaced it')
-        engine = factory()
+        engine = factory(checked)
         _live.update(key=key, engine=engine)
         # atexit runs hooks last-in first-out; vLLM's own exit hooks (registered while the engine
         # was built) would otherwise kill its engine core before we shut the engine down in order.

@@ -10,21 +10,52 @@ from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm_compat import num_unfinished_requests
+from swiftnb.errors import UsageError
 from swiftnb.settings import GenerationConfig
+
+
+def engine_args(model_dir: str, options: VllmOptions):
+    """vLLM's AsyncEngineArgs for the options, with all that vLLM checks before loading anything already
+    checked (unknown fields, dtype, max_model_len against the model's limit, parallel sizes): a mistake is
+    one UsageError, raised before the live engine is touched."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    try:
+        args = AsyncEngineArgs(model=model_dir, **options.engine_args())
+    except TypeError as error:  # "__init__() got an unexpected keyword argument 'x'"
+        name = str(error).rsplit(' ', 1)[-1]
+        raise UsageError(f"engine_kwargs: vLLM's AsyncEngineArgs has no field {name}; "
+                         'see `vllm serve --help` for the fields') from None
+    try:
+        with logs.quiet_fds():
+            args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
+    except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
+        raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
+    return args
+
+
+def _reason(error: Exception) -> str:
+    """One line: pydantic's first error as `field: message (got value)`, else the error's first line."""
+    from pydantic import ValidationError
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        field = '.'.join(str(part) for part in first['loc'] if not str(part).startswith(('literal[', 'is-instance')))
+        message = first['msg'].removeprefix('Value error, ')
+        # a whole-model check speaks in sentences, its advice after the first (on CUDA, env vars)
+        return f"{field}: {message} (got {first['input']!r})" if field else message.split('. ')[0]
+    return str(error).strip().splitlines()[0]
 
 
 class VllmEngine(Engine):
     backend = 'vllm'
 
-    def __init__(self, model_type: str, model_dir: str, options: VllmOptions = VllmOptions()):
+    def __init__(self, model_type: str, model_dir: str, options: VllmOptions = VllmOptions(), args=None):
         super().__init__(model_type, model_dir, EngineLoop())
         self.options = options
         self.enable_lora, self.max_lora_rank = options.enable_lora, options.max_lora_rank
         self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
         logs.prepare_vllm_env()
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        args = AsyncEngineArgs(model=model_dir, **options.engine_args())
+        args = args or engine_args(model_dir, options)
         try:
             self.llm = self.loop.run(self._start(args))
         except BaseException:

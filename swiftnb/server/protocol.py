@@ -5,7 +5,7 @@ fields are ignored, as OpenAI clients send some; ranges are GenerationConfig's. 
 """
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from swiftnb.settings import GenerationConfig
 from swiftnb.tools import Tool, ToolChoice
@@ -23,6 +23,19 @@ class _Request(GenerationConfig):
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
 
+    @field_validator('stop')
+    @classmethod
+    def _at_most_four(cls, stop):
+        if isinstance(stop, list) and len(stop) > 4:  # OpenAI's limit, which vLLM's server keeps too
+            raise ValueError(f'at most 4 stop strings, got {len(stop)}')
+        return stop
+
+    @model_validator(mode='after')
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError('stream_options: only with stream=true')
+        return self
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -35,10 +48,28 @@ class _Request(GenerationConfig):
         return GenerationConfig(**self.settings()).apply(defaults)
 
 
+def _encodable(text: str) -> str:
+    """Text the tokenizer can take: a lone surrogate (JSON allows "\\ud800") is not UTF-8."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        raise ValueError('not valid UTF-8 text (it holds a lone surrogate)') from None
+    return text
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra='allow')  # tool_calls, tool_call_id, name: for the chat template
     role: Literal['system', 'user', 'assistant', 'developer', 'tool']
     content: Union[str, list[dict[str, Any]], None] = ''
+
+    @field_validator('content')
+    @classmethod
+    def _text_only(cls, content):
+        for part in [content] if isinstance(content, str) else content or []:
+            if isinstance(part, dict) and part.get('type', 'text') != 'text':
+                raise ValueError(f"{part.get('type')!r} content needs a multimodal model; this model takes text")
+            _encodable(part if isinstance(part, str) else str(part.get('text', '')))
+        return content
 
 
 class ChatCompletionRequest(_Request):
@@ -59,6 +90,14 @@ class CompletionRequest(_Request):
     prompt: Union[str, list[str], list[int], list[list[int]]]
     logprobs: Optional[int] = Field(None, ge=0, le=20)  # the completions API counts them
     echo: bool = False
+
+    @field_validator('prompt')
+    @classmethod
+    def _text(cls, prompt):
+        for text in [prompt] if isinstance(prompt, str) else prompt:
+            if isinstance(text, str):
+                _encodable(text)
+        return prompt
 
     def settings(self) -> dict:
         given = self.given()

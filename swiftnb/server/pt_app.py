@@ -89,7 +89,7 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
         if forced is not None:
             config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
         ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(tools))
-        engine.check_prompt(ids)
+        engine.admit(ids, config)
         run = Run(engine, body, served_model_name, [ids], config, lora, metrics,
                   (tools, tool_choice, tool_call_parser))
         return _sse(run.chat_chunks()) if body.stream else await run.chat_response()
@@ -100,7 +100,7 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
         config = body.generation(served_defaults(engine.generation_config))
         prompts = _prompt_ids(engine, body.prompt)
         for i, ids in enumerate(prompts):
-            engine.check_prompt(ids, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
+            engine.admit(ids, config, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
         run = Run(engine, body, served_model_name, prompts, config, lora, metrics)
         return _sse(run.completion_chunks()) if body.stream else await run.completion_response()
 
