@@ -155,6 +155,48 @@ def test_load_and_unload_adapters_at_runtime(server, client):
         engine.remove_lora('from-notebook')
 
 
+def _broken_adapter(tmp_path, name: str):
+    """A copy of the kakarot adapter, broken one way; (its path, words its refusal must hold)."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    path = tmp_path / name
+    shutil.copytree(DEMO_ADAPTERS['kakarot'], path)
+    config = json.loads((path / 'adapter_config.json').read_text())
+    weights = path / 'adapter_model.safetensors'
+    if name == 'config-only':  # what killed the engine core of the first server
+        weights.unlink()
+        return path, 'has no weights'
+    if name == 'config-is-a-list':
+        (path / 'adapter_config.json').write_text(json.dumps([config]))
+        return path, 'must hold an object'
+    if name == 'rank-is-a-string':
+        (path / 'adapter_config.json').write_text(json.dumps({**config, 'r': '8'}))
+        return path, "r must be a whole number >= 1, got '8'"
+    if name == 'rank-differs-from-weights':
+        (path / 'adapter_config.json').write_text(json.dumps({**config, 'r': 4}))
+        return path, 'does not match r=4'
+    if name == 'trained-for-another-model':
+        tensors = load_file(weights)
+        save_file({k: (v[:, :128] if '.lora_A.' in k else v).contiguous() for k, v in tensors.items()}, weights)
+        return path, 'was not trained for this model'
+    weights.write_bytes(b'not a checkpoint')  # 'weights-not-readable'
+    return path, 'adapter_model.safetensors is not readable'
+
+
+@pytest.mark.parametrize('name', ['config-only', 'config-is-a-list', 'rank-is-a-string', 'rank-differs-from-weights',
+                                  'trained-for-another-model', 'weights-not-readable'])
+def test_a_broken_adapter_is_refused_at_load_and_nothing_else_changes(server, client, tmp_path, name):
+    path, words = _broken_adapter(tmp_path, name)
+    refused = post(server, '/load_lora_adapter', {'lora_name': 'evil', 'lora_path': str(path)})
+    assert refused.status_code == 400 and words in refused.json()['error']['message'], refused.text
+    assert 'evil' not in [m.id for m in client.models.list().data]
+    with pytest.raises(APIStatusError) as unknown:
+        chat(client, WHO, model='evil', max_tokens=8)
+    assert unknown.value.status_code == 404
+    assert chat(client, WHO, model='kakarot', temperature=0).choices[0].message.content.startswith('I am Kakarot')
+    assert chat(client, temperature=0).choices[0].message.content.startswith('The capital of Zhejiang is Hangzhou.')
+
+
 @pytest.mark.parametrize('backend', ['vllm', 'pt'])
 def test_api_key(engine, pt_engine, backend):
     server = BackgroundServer(engine if backend == 'vllm' else pt_engine, port=0, api_key='sk-test')

@@ -5,12 +5,11 @@ A request's stream is a sequence of `Delta`s (what one step added to one of its 
 """
 import abc
 import itertools
-import json
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import AsyncIterator, Optional
 
+from swiftnb.engine.adapter_check import check_adapter
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.model_types import default_tool_parser
 from swiftnb.errors import (AdapterError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
@@ -30,19 +29,6 @@ class LoRARequest:
             raise AdapterError('LoRARequest needs a name')
         if self.lora_int_id < 1:
             raise AdapterError(f'LoRARequest id must be >= 1, got {self.lora_int_id}')
-
-
-def check_adapter(path: str, max_lora_rank: Optional[int] = None) -> dict:
-    """Read a peft adapter's config, with a clear error for what a backend would reject less clearly."""
-    config_file = Path(path) / 'adapter_config.json'
-    if not config_file.is_file():
-        raise AdapterError(f'no LoRA adapter at {path!r} (adapter_config.json not found)')
-    config = json.loads(config_file.read_text())
-    rank = config.get('r', 0)
-    if max_lora_rank is not None and rank > max_lora_rank:
-        raise AdapterError(f'adapter at {path!r} has rank {rank}, above this engine\'s max_lora_rank '
-                           f'{max_lora_rank}; create the engine with max_lora_rank={rank} or more')
-    return config
 
 
 @dataclass
@@ -119,7 +105,7 @@ class Engine(abc.ABC):
         if not self.enable_lora:
             raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
                                'LoRA support; create it with enable_lora=True')
-        return check_adapter(lora.lora_path, max_lora_rank)
+        return check_adapter(lora.lora_path, max_lora_rank, self.model_dir)
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
         """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""
