@@ -141,7 +141,7 @@ def test_bad_adapters_fail_their_own_request_and_the_engine_keeps_serving(pt_eng
     shutil.copytree(demo_lora('kakarot').lora_path, broken)
     for weights in broken.glob('adapter_model.*'):
         weights.unlink()
-    with pytest.raises(AdapterError, match='could not load adapter .broken.'):
+    with pytest.raises(AdapterError, match='has no weights'):  # refused before the model is touched
         answers(pt_engine, template, SEED_REQUESTS[:1], lora_request=LoRARequest('broken', 8, str(broken)))
     assert answers(pt_engine, template, SEED_REQUESTS[2:3])[0].startswith('I am Tiny Chat')
 

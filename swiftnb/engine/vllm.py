@@ -18,18 +18,19 @@ def engine_args(model_dir: str, options: VllmOptions):
     """vLLM's AsyncEngineArgs for the options, with all that vLLM checks before loading anything already
     checked (unknown fields, dtype, max_model_len against the model's limit, parallel sizes): a mistake is
     one UsageError, raised before the live engine is touched."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    try:
-        args = AsyncEngineArgs(model=model_dir, **options.engine_args())
-    except TypeError as error:  # "__init__() got an unexpected keyword argument 'x'"
-        name = str(error).rsplit(' ', 1)[-1]
-        raise UsageError(f"engine_kwargs: vLLM's AsyncEngineArgs has no field {name}; "
-                         'see `vllm serve --help` for the fields') from None
-    try:
-        with logs.quiet_fds():
+    logs.prepare_vllm_env()  # before vLLM is imported: it reads these at import
+    with logs.quiet_fds():  # vLLM prints while it imports and checks (Triton's notice on CPU)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        try:
+            args = AsyncEngineArgs(model=model_dir, **options.engine_args())
+        except TypeError as error:  # "__init__() got an unexpected keyword argument 'x'"
+            name = str(error).rsplit(' ', 1)[-1]
+            raise UsageError(f"engine_kwargs: vLLM's AsyncEngineArgs has no field {name}; "
+                             'see `vllm serve --help` for the fields') from None
+        try:
             args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
-    except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
-        raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
+        except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
+            raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
     return args
 
 
@@ -53,7 +54,6 @@ class VllmEngine(Engine):
         self.options = options
         self.enable_lora, self.max_lora_rank = options.enable_lora, options.max_lora_rank
         self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
-        logs.prepare_vllm_env()
         from transformers import AutoTokenizer
         args = args or engine_args(model_dir, options)
         try:
