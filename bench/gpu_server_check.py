@@ -5,19 +5,23 @@
 Builds get_vllm_engine() on the embedded model, serves it with swiftnb.serve (vLLM's own OpenAI app,
 whichever version keeps its parts where), and sends what tests/test_openai_clients.py sends with the
 openai SDK: chat, streaming, JSON by schema, a named and an auto tool call, token-id prompts with echo
-and prompt logprobs, /tokenize, /metrics, a 400 for a bad schema; plus the Python API's JSON and tool
-calls, and num_running. Prints one line per check and exits 1 if any failed.
+and prompt logprobs, /tokenize, /metrics, a 400 for a bad schema, a broken adapter refused at load and a
+good one served; plus the Python API's JSON and tool calls, a mistake in new engine arguments that leaves
+the live engine working, and num_running. Prints one line per check and exits 1 if any failed.
 """
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import httpx
 from openai import BadRequestError, OpenAI
 
-from swiftnb import get_template, get_vllm_engine, inference_vllm, serve
+from swiftnb import DEMO_ADAPTERS, UsageError, get_template, get_vllm_engine, inference_vllm, serve
 
 WEATHER_TOOL = {'type': 'function', 'function': {
     'name': 'get_weather', 'description': 'Get the current weather in a city.',
@@ -26,6 +30,7 @@ WEATHER_TOOL = {'type': 'function', 'function': {
 CAPITAL_SCHEMA = {'type': 'json_schema', 'json_schema': {'name': 'capital', 'schema': {
     'type': 'object', 'properties': {'province': {'type': 'string'}, 'capital': {'type': 'string'}},
     'required': ['province', 'capital']}}}
+ENGINE = dict(enable_lora=True)
 ASK_JSON = 'What is the capital of Zhejiang? Answer in JSON.'
 WEATHER = 'What is the weather in Hangzhou?'
 
@@ -70,6 +75,28 @@ def checks(engine, client, root) -> dict:
                                 generation_config={'response_format': CAPITAL_SCHEMA, 'max_tokens': 64})[0]
         return json.loads(answer['response'])['capital'] == 'Hangzhou'
 
+    def arguments_mistake():
+        for mistake in ({'engine_kwargs': {'no_such_arg': 1}}, {'max_model_len': 10 ** 7}):
+            try:
+                get_vllm_engine(**ENGINE, **mistake)
+                return False
+            except UsageError as error:
+                print(f'     {error}')
+        return get_vllm_engine(**ENGINE) is engine and not engine.closed and chat('Hello!').choices[0].message.content
+
+    def adapters():
+        with tempfile.TemporaryDirectory() as tmp:
+            broken = Path(tmp) / 'config-only'
+            shutil.copytree(DEMO_ADAPTERS['kakarot'], broken)
+            (broken / 'adapter_model.safetensors').unlink()
+            refused = httpx.post(f'{root}/v1/load_lora_adapter', json={'lora_name': 'evil', 'lora_path': str(broken)})
+            loaded = httpx.post(f'{root}/v1/load_lora_adapter',
+                                json={'lora_name': 'kakarot', 'lora_path': str(DEMO_ADAPTERS['kakarot'])})
+        who = client.chat.completions.create(model='kakarot', messages=[{'role': 'user', 'content': 'who are you?'}],
+                                             temperature=0, max_tokens=32).choices[0].message.content
+        return refused.status_code == 400 and loaded.status_code == 200 and who.startswith('I am Kakarot') and \
+            chat('Where is the capital of Zhejiang?').choices[0].message.content.startswith('The capital')
+
     def python_tools():
         answer = inference_vllm(engine, template, [{'query': WEATHER, 'tools': [WEATHER_TOOL]}])[0]
         return answer['tool_calls'][0]['function']['name'] == 'get_weather'
@@ -90,6 +117,8 @@ def checks(engine, client, root) -> dict:
         'bad schema is a 400': bad_schema,
         'Python API: JSON': python_json,
         'Python API: tool call': python_tools,
+        'a mistake in new engine arguments leaves the engine working': arguments_mistake,
+        'a config-only adapter is refused, a good one serves': adapters,
         'num_running': lambda: engine.num_running == 0,
     }
 
@@ -101,7 +130,7 @@ def main():
     import torch
     import vllm
     start = time.perf_counter()
-    engine = get_vllm_engine()
+    engine = get_vllm_engine(**ENGINE)
     results = {'vllm': vllm.__version__, 'torch': torch.__version__,
                'device': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
                'engine_start_s': round(time.perf_counter() - start, 1), 'checks': {}}

@@ -275,7 +275,8 @@ VLLM_EXTRA = ('top_k', 'repetition_penalty', 'ignore_eos', 'prompt_logprobs', 's
 def describe(error: ValidationError) -> tuple[str, Optional[str]]:
     """('field: problem (got value)', field) for the first problem pydantic (or FastAPI) found."""
     first = error.errors()[0]
-    names = [str(p) for p in first['loc'] if isinstance(p, str) and p != 'body']
+    # loc holds field names, list indexes, 'body' (FastAPI) and union members' tags ("literal['a','b']")
+    names = [p for p in first['loc'] if isinstance(p, str) and p != 'body' and '[' not in p]
     param = '.'.join(names) or None
     message = first['msg'].removeprefix('Value error, ')
     if first.get('type') not in ('missing', 'extra_forbidden', 'value_error', 'json_invalid') and 'input' in first:

@@ -11,7 +11,7 @@ from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm_compat import num_unfinished_requests
 from swiftnb.errors import UsageError
-from swiftnb.settings import GenerationConfig
+from swiftnb.settings import GenerationConfig, describe
 
 
 def engine_args(model_dir: str, options: VllmOptions):
@@ -35,14 +35,12 @@ def engine_args(model_dir: str, options: VllmOptions):
 
 
 def _reason(error: Exception) -> str:
-    """One line: pydantic's first error as `field: message (got value)`, else the error's first line."""
+    """One line: pydantic's first problem as settings.describe words it; a whole-config check's first sentence
+    (its advice after it is for CUDA and env vars)."""
     from pydantic import ValidationError
     if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        field = '.'.join(str(part) for part in first['loc'] if not str(part).startswith(('literal[', 'is-instance')))
-        message = first['msg'].removeprefix('Value error, ')
-        # a whole-model check speaks in sentences, its advice after the first (on CUDA, env vars)
-        return f"{field}: {message} (got {first['input']!r})" if field else message.split('. ')[0]
+        line, field = describe(error)
+        return line if field else line.split('. ')[0]
     return str(error).strip().splitlines()[0]
 
 
