@@ -82,10 +82,11 @@ def _parameters(tool: Tool) -> dict:
     return tool.function.parameters or {'type': 'object', 'properties': {}}
 
 
-def _call_schema(tool: Tool) -> dict:
+def _call_schema(tool: Tool, arguments: str = 'arguments') -> dict:
+    """One call of `tool` as JSON: hermes writes its arguments under 'arguments', vLLM's schema 'parameters'."""
     return {'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [tool.function.name]},
-                                             'arguments': _parameters(tool)},
-            'required': ['name', 'arguments']}
+                                             arguments: _parameters(tool)},
+            'required': ['name', arguments]}
 
 
 def _forced(tools: Optional[list[Tool]], tool_choice) -> list[Tool]:
@@ -121,9 +122,7 @@ def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] =
         return StructuredOutputs(grammar=_hermes_grammar(allowed, repeat=tool_choice == 'required'))
     if isinstance(tool_choice, NamedToolChoice):
         return StructuredOutputs(json=_parameters(allowed[0]))
-    calls = [{'type': 'object', 'properties': {'name': {'type': 'string', 'enum': [t.function.name]},
-                                               'parameters': _parameters(t)},
-              'required': ['name', 'parameters']} for t in allowed]
+    calls = [_call_schema(t, 'parameters') for t in allowed]
     return StructuredOutputs(json={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}})
 
 

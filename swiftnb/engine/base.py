@@ -78,6 +78,7 @@ class Engine(abc.ABC):
         self.tool_parser: Optional[str] = default_tool_parser(model_type)
         self.closed = False
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
+        self._adapter_configs: dict[LoRARequest, dict] = {}  # adapters checked, with their peft configs
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
         self._lora_ids = itertools.count(1 << 20)
@@ -101,11 +102,14 @@ class Engine(abc.ABC):
         """Free the model and any child process."""
 
     def _read_adapter(self, lora: LoRARequest, max_lora_rank: Optional[int] = None) -> dict:
-        """Check that this engine takes adapters and that `lora` is one; its peft config."""
+        """Check that this engine takes adapters and that `lora` is one; its peft config. The files are read
+        once per LoRARequest (the pt backend asks on every request; a backend loads an adapter once too)."""
         if not self.enable_lora:
             raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
                                'LoRA support; create it with enable_lora=True')
-        return check_adapter(lora.lora_path, max_lora_rank, self.model_dir)
+        if lora not in self._adapter_configs:
+            self._adapter_configs[lora] = check_adapter(lora.lora_path, max_lora_rank, self.model_dir)
+        return self._adapter_configs[lora]
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
         """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""
