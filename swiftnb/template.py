@@ -63,8 +63,12 @@ class Template:
         messages = [_for_template(m) for m in messages]
         if self.default_system is not None and messages and messages[0]['role'] != 'system':
             messages.insert(0, {'role': 'system', 'content': self.default_system})
-        return self.tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=self.chat_template,
-                                                  tokenize=False, add_generation_prompt=True)
+        try:
+            return self.tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=self.chat_template,
+                                                      tokenize=False, add_generation_prompt=True)
+        except Exception as error:  # jinja2's errors, and what a template raises itself (raise_exception)
+            raise UsageError(f'the chat template cannot render these messages: {error}; '
+                             'check their roles and contents') from None
 
     def encode_messages(self, messages: list, tools: Optional[list] = None) -> list[int]:
         return self.encode_text(self.render(messages, tools))

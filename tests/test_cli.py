@@ -42,7 +42,7 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c(backend):
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
-        assert proc.stdout.read().strip() == 'swiftnb: stopped'
+        assert proc.stdout.read().strip().splitlines() == ['swiftnb: stopping', 'swiftnb: stopped']
         psutil.wait_procs(children, timeout=30)
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     finally:

@@ -11,6 +11,7 @@ from typing import AsyncIterator, Optional
 
 from swiftnb.engine.adapter_check import check_adapter
 from swiftnb.engine.loop import EngineLoop
+from swiftnb.engine.progress import ProgressLine
 from swiftnb.model_types import default_tool_parser
 from swiftnb.errors import (AdapterError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
                             UsageError)
@@ -62,6 +63,9 @@ class Choice:
             self.prompt_logprobs = delta.prompt_logprobs
 
 
+BACKEND_NAMES = {'vllm': 'vLLM', 'pt': 'pt'}
+
+
 class Engine(abc.ABC):
     """One loaded model on one EngineLoop. Backends implement `stream`, the adapter calls, `_close`."""
     backend: str
@@ -76,7 +80,7 @@ class Engine(abc.ABC):
         self.model_type, self.model_dir, self.loop = model_type, model_dir, loop
         # vLLM's name for the format this model writes tool calls in (for tool_choice 'auto'); settable.
         self.tool_parser: Optional[str] = default_tool_parser(model_type)
-        self.closed = False
+        self._closed_because: Optional[str] = None
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
         self._adapter_configs: dict[LoRARequest, dict] = {}  # adapters checked, with their peft configs
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
@@ -137,10 +141,31 @@ class Engine(abc.ABC):
                                     f'{", ".join(self.model_names(base_name))}')
         return self.adapters[name]
 
+    @property
+    def label(self) -> str:
+        """'vLLM engine for tiny-chat': how progress lines and messages name this engine."""
+        return f'{BACKEND_NAMES.get(self.backend, self.backend)} engine for {self.model_type}'
+
+    @property
+    def closed(self) -> bool:
+        """Shut down, or dead (a backend whose engine process died: `closed_because` says so)."""
+        return self.closed_because is not None
+
+    @property
+    def closed_because(self) -> Optional[str]:
+        return self._closed_because or self._died_because()
+
+    def _died_because(self) -> Optional[str]:
+        """Why the engine stopped working without being shut down; None while it works."""
+        return None
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise EngineClosedError(f'this engine cannot answer: {self.closed_because}; create a new one')
+
     def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
         """The checks a request passes before it streams: the engine is open, the prompt fits."""
-        if self.closed:
-            raise EngineClosedError(f'this engine cannot answer: {self.loop.stopped_because}; create a new one')
+        self.check_open()
         if not prompt_ids:
             raise UsageError(f'{which} is empty; give at least one token')
         if len(prompt_ids) >= self.max_model_len:
@@ -170,10 +195,13 @@ class Engine(abc.ABC):
 
     def shutdown(self, because: str = 'it was shut down') -> None:
         """Free the model; calling it again does nothing. `because` goes into the error of later calls."""
-        if self.closed:
+        if self._closed_because is not None:
             return
-        self.closed, self.loop.stopped_because = True, because
+        self._closed_because = self.loop.stopped_because = self._died_because() or because
+        progress = ProgressLine(self.label)
+        progress.stage('shutting down')
         self._close()
+        progress.done('shut down')
 
     def __repr__(self):
         state = 'closed' if self.closed else 'live'

@@ -75,6 +75,9 @@ class RowSampler:
     def choose(self, logits: torch.Tensor, token_ids: torch.Tensor) -> int:
         """The next token from one row's logits (shape [1, vocab]) and its tokens so far ([1, len])."""
         scores = self.processors(token_ids, logits) if self.processors else logits
+        if self.processors:  # a setting at the edge of its range (repetition_penalty=5e-324) makes logits inf
+            finite = torch.finfo(torch.float32)
+            scores = torch.nan_to_num(scores.float(), nan=finite.min, posinf=finite.max, neginf=finite.min)
         if self.greedy:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores.float(), dim=-1)

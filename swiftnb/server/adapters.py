@@ -1,10 +1,13 @@
 """/v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's routes and bodies), over the engine's adapters.
 
 Both apps take these: an adapter loaded here is the one `engine.add_lora` registers, with the same
-checks, so a cell, the magics and the server see one list.
+checks, so a cell, the magics and the server see one list. A server loads adapters only from the
+directories its options allow (`lora_dirs`).
 """
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from swiftnb.server.options import ServerOptions
 
 
 class LoadLoRARequest(BaseModel):
@@ -16,12 +19,13 @@ class UnloadLoRARequest(BaseModel):
     lora_name: str
 
 
-def add_adapter_routes(app: FastAPI, engine) -> None:
+def add_adapter_routes(app: FastAPI, engine, options: ServerOptions) -> None:
     paths = ('/v1/load_lora_adapter', '/v1/unload_lora_adapter')
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, 'path', None) not in paths]
 
     @app.post(paths[0])
     async def load_lora_adapter(body: LoadLoRARequest):
+        options.check_lora_path(body.lora_path)
         engine.add_lora(body.lora_name, body.lora_path)
         return {'message': f"Success: LoRA adapter '{body.lora_name}' added successfully."}
 

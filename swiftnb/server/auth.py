@@ -6,21 +6,13 @@ vLLM's own AuthenticationMiddleware guards only the /v1 routes (its /tokenize, /
 """
 import hashlib
 import secrets
-from typing import Optional
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from swiftnb.errors import UsageError
 from swiftnb.server.errors import error_json
 
 OPEN_PATHS = ('/health',)
-
-
-def check_key(api_key: Optional[str]) -> Optional[str]:
-    if api_key is not None and not api_key.strip():
-        raise UsageError('api_key is empty: pass a key, or None for a server without one')
-    return api_key
 
 
 class ApiKeyMiddleware:

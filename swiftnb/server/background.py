@@ -13,7 +13,9 @@ import uvicorn
 from swiftnb.engine.base import Engine
 from swiftnb.errors import UsageError
 from swiftnb.model_types import get_default_template_type
-from swiftnb.server.auth import ApiKeyMiddleware, check_key
+from swiftnb.server.auth import ApiKeyMiddleware
+from swiftnb.server.guard import RequestGuard, default_max_request_bytes
+from swiftnb.server.options import ServerOptions
 from swiftnb.template import Template, get_template
 
 _live: dict = {'server': None}
@@ -52,36 +54,36 @@ def default_template(engine: Engine) -> Template:
     return get_template(get_default_template_type(engine.model_type), engine.hf_tokenizer)
 
 
-async def _build_app(engine: Engine, template: Optional[Template], served_model_name: str,
-                     tool_call_parser: Optional[str]):
+async def _build_app(engine: Engine, template: Optional[Template], options: ServerOptions, served_model_name: str):
     if engine.backend == 'vllm':
         from swiftnb.server.vllm_app import build_vllm_app
-        return await build_vllm_app(engine, served_model_name, tool_call_parser)
+        return await build_vllm_app(engine, options, served_model_name)
     from swiftnb.server.pt_app import create_pt_app
-    return create_pt_app(engine, template or default_template(engine), served_model_name, tool_call_parser)
+    return create_pt_app(engine, template or default_template(engine), options, served_model_name)
 
 
 class BackgroundServer:
-    def __init__(self, engine: Engine, template: Optional[Template] = None, host: str = '127.0.0.1',
-                 port: int = 8000, api_key: Optional[str] = None, served_model_name: Optional[str] = None,
-                 lora_modules=None, tool_call_parser: Optional[str] = None):
-        """`template`: the pt backend's chat template (vLLM's server uses the tokenizer's);
-        `tool_call_parser`: vLLM's name for the model's tool-call format (default: engine.tool_parser)."""
+    def __init__(self, engine: Engine, template: Optional[Template] = None, lora_modules=None, **options):
+        """`options`: ServerOptions' fields (host, port, api_key, served_model_name, tool_call_parser, lora_dirs,
+        allowed_origins, show_model_paths, max_request_bytes); `template`: the pt backend's chat template (vLLM's
+        server uses the tokenizer's); `lora_modules`: adapters to serve, {name: path} or ['name=path']."""
         self.engine = engine
-        check_key(api_key)
+        self.options = options = ServerOptions(**options)
+        self.cut_off = 0  # requests that stop() ended before they finished
         for name, path in parse_lora_modules(lora_modules).items():
             if name not in engine.adapters:
                 engine.add_lora(name, path)
-        self.served_model_name = served_model_name or engine.model_type
-        app = engine.loop.run(_build_app(engine, template, self.served_model_name,
-                                         tool_call_parser or engine.tool_parser))
-        if api_key:
-            app = ApiKeyMiddleware(app, api_key)
-        self._socket = _bind(host, port)
-        self.host, self.port = host, self._socket.getsockname()[1]
+        self.served_model_name = options.served_model_name or engine.model_type
+        app = engine.loop.run(_build_app(engine, template, options, self.served_model_name))
+        self._guard = app = RequestGuard(app, engine, options.max_request_bytes
+                                         or default_max_request_bytes(engine.max_model_len))
+        if options.api_key:
+            app = ApiKeyMiddleware(app, options.api_key)
+        self._socket = _bind(options.host, options.port)
+        self.host, self.port = options.host, self._socket.getsockname()[1]
         # log_config=None: leave the kernel's logging alone; uvicorn's access lines would flood a cell.
         config = uvicorn.Config(app, log_config=None, log_level='warning', access_log=False, lifespan='off',
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._task = engine.loop.submit(self._server.serve(sockets=[self._socket]))
         while not self._server.started and not self._task.done():
@@ -99,32 +101,35 @@ class BackgroundServer:
 
     @property
     def running(self) -> bool:
-        return not self._task.done()
+        return not self._task.done() and self.engine.loop.running  # a shut-down engine's loop took it down
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and free the port; calling it again does nothing."""
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop taking requests, give the running ones `grace` seconds, end the rest (a stream with an error
+        event and [DONE]; `cut_off` says how many), free the port. Calling it again does nothing."""
         if self.running:
-            self._server.should_exit = True
             try:
-                self._task.result(timeout)
-            except Exception:
-                pass
+                self.cut_off = self.engine.loop.run(self._guard.drain(grace))
+            finally:
+                self._server.should_exit = True
+                try:
+                    self._task.result(5)
+                except Exception:
+                    pass
         self._socket.close()
 
     def __repr__(self):
         return f'<BackgroundServer {self.url} ({"running" if self.running else "stopped"})>'
 
 
-def serve(engine: Engine, host: str = '127.0.0.1', port: int = 8000, api_key: Optional[str] = None,
-          served_model_name: Optional[str] = None, lora_modules=None, template: Optional[Template] = None,
-          tool_call_parser: Optional[str] = None) -> BackgroundServer:
+def serve(engine: Engine, lora_modules=None, template: Optional[Template] = None, **options) -> BackgroundServer:
     """Serve `engine` as an OpenAI-compatible endpoint in the background and return at once.
 
-    Running it again replaces the kernel's previous server. `port=0` picks a free port.
+    `options` are ServerOptions' fields (server/options.py): host='127.0.0.1', port=8000 (0 picks a free one),
+    api_key, served_model_name, tool_call_parser, lora_dirs, allowed_origins, show_model_paths, max_request_bytes.
+    Running it again replaces the kernel's previous server.
     """
     stop_live_server()
-    _live['server'] = BackgroundServer(engine, template, host, port, api_key, served_model_name, lora_modules,
-                                       tool_call_parser)
+    _live['server'] = BackgroundServer(engine, template, lora_modules, **options)
     return _live['server']
 
 

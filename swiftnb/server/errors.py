@@ -29,3 +29,4 @@ def error_json(status: int, message: str, param: Optional[str] = None) -> JSONRe
 def swiftnb_error_json(error: SwiftnbError) -> JSONResponse:
     return error_json(status_of(error), str(error), getattr(error, 'param', None) if isinstance(error, SettingsError)
                       else 'model' if isinstance(error, UnknownModelError) else None)
+

@@ -114,7 +114,7 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra='ignore')
     model: Optional[str] = None
     prompt: Optional[str] = None
-    messages: Optional[list[ChatMessage]] = None
+    messages: Optional[list[ChatMessage]] = Field(None, min_length=1)
     tools: Optional[list[Tool]] = None
     add_special_tokens: bool = True
     return_token_strs: bool = False

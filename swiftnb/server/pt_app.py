@@ -7,6 +7,8 @@ token-id prompts, echo with prompt logprobs), /v1/models, /tokenize, /detokenize
 /version, /health and the adapter routes. It runs on the engine's own loop, so the handlers
 iterate `engine.stream` directly. Responses are the `openai` package's types.
 """
+import asyncio
+import functools
 import json
 import time
 import uuid
@@ -14,6 +16,7 @@ from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
 from openai.types import Completion, CompletionChoice, CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -25,14 +28,19 @@ from swiftnb.engine.streams import interleave
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.errors import error_body, error_json, status_of, swiftnb_error_json
+from swiftnb.server.openapi import declare_responses
+from swiftnb.server.options import ServerOptions
 from swiftnb.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from swiftnb.settings import GenerationConfig, describe, served_defaults
 from swiftnb.template import Template
 
 
-def create_pt_app(engine: Engine, template: Template, served_model_name: str,
-                  tool_call_parser: Optional[str]) -> FastAPI:
+def create_pt_app(engine: Engine, template: Template, options: ServerOptions, served_model_name: str) -> FastAPI:
     app = FastAPI(title='swiftnb', version=__version__, docs_url=None, redoc_url=None)
+    tool_call_parser = options.tool_call_parser or engine.tool_parser
+    if options.allowed_origins:  # as vLLM's server sets CORS up
+        app.add_middleware(CORSMiddleware, allow_origins=list(options.allowed_origins), allow_credentials=False,
+                           allow_methods=['*'], allow_headers=['*'])
     created = int(time.time())
     metrics = Metrics(served_model_name)
 
@@ -58,18 +66,19 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
 
     @app.get('/v1/models')
     async def models():
+        paths = options.show_model_paths
         cards = [Model(id=served_model_name, created=created, object='model', owned_by='swiftnb', parent=None,
-                       root=engine.model_dir, max_model_len=engine.max_model_len)]
-        cards += [Model(id=name, created=created, object='model', owned_by='swiftnb', root=lora.lora_path,
-                        parent=served_model_name) for name, lora in engine.adapters.items()]
+                       root=engine.model_dir if paths else served_model_name, max_model_len=engine.max_model_len)]
+        cards += [Model(id=name, created=created, object='model', owned_by='swiftnb', parent=served_model_name,
+                        root=lora.lora_path if paths else name) for name, lora in engine.adapters.items()]
         return {'object': 'list', 'data': [card.model_dump() for card in cards]}
 
     @app.post('/tokenize')
     async def tokenize(body: TokenizeRequest):
         if body.messages is not None:
-            ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(body.tools))
+            ids = await _encode_messages(engine, template, body.messages, body.tools)
         elif body.prompt is not None:
-            ids = engine.hf_tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)['input_ids']
+            ids = await _encode_text(engine, body.prompt, body.add_special_tokens)
         else:
             raise UsageError('give a prompt or messages to tokenize')
         strs = engine.hf_tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
@@ -88,7 +97,7 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
         forced = tool_calls.constraint(tools, tool_choice, tool_call_parser)
         if forced is not None:
             config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
-        ids = template.encode_messages([m.model_dump() for m in body.messages], _dump(tools))
+        ids = await _encode_messages(engine, template, body.messages, tools)
         engine.admit(ids, config)
         run = Run(engine, body, served_model_name, [ids], config, lora, metrics,
                   (tools, tool_choice, tool_call_parser))
@@ -98,18 +107,46 @@ def create_pt_app(engine: Engine, template: Template, served_model_name: str,
     async def completions(body: CompletionRequest):
         lora = engine.adapter(body.model, served_model_name)
         config = body.generation(served_defaults(engine.generation_config))
-        prompts = _prompt_ids(engine, body.prompt)
+        prompts = await _prompt_ids(engine, body.prompt)
         for i, ids in enumerate(prompts):
             engine.admit(ids, config, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
         run = Run(engine, body, served_model_name, prompts, config, lora, metrics)
         return _sse(run.completion_chunks()) if body.stream else await run.completion_response()
 
-    add_adapter_routes(app, engine)
+    add_adapter_routes(app, engine, options)
+    declare_responses(app)
     return app
 
 
 def _dump(tools) -> Optional[list]:
     return [t.model_dump(exclude_none=True) for t in tools] if tools else None
+
+
+# Rendering and tokenising run in a worker thread, not on the loop that streams everyone's answers; a text too
+# long for the context is refused before it is tokenised, by vLLM's rule (renderers/params.py): no text longer
+# than max_model_len times the longest token in the vocabulary fits.
+
+async def _encode_messages(engine: Engine, template: Template, messages, tools) -> list[int]:
+    text = await asyncio.to_thread(template.render, [m.model_dump() for m in messages], _dump(tools))
+    _check_length(engine, text)
+    return await asyncio.to_thread(template.encode_text, text)
+
+
+async def _encode_text(engine: Engine, text: str, add_special_tokens: bool = True, which: str = 'the prompt'):
+    _check_length(engine, text, which)
+    return (await asyncio.to_thread(engine.hf_tokenizer, text, add_special_tokens=add_special_tokens))['input_ids']
+
+
+def _check_length(engine: Engine, text: str, which: str = 'the prompt') -> None:
+    limit = engine.max_model_len * _max_chars_per_token(engine.hf_tokenizer)
+    if len(text) > limit:
+        raise UsageError(f'{which} has {len(text)} characters, more than {engine.max_model_len} tokens '
+                         f'(max_model_len) can hold ({limit}); shorten it')
+
+
+@functools.lru_cache(maxsize=4)
+def _max_chars_per_token(tokenizer) -> int:
+    return max(len(token) for token in tokenizer.get_vocab())
 
 
 def _check_ids(engine: Engine, ids: list[int], param: str) -> None:
@@ -118,15 +155,16 @@ def _check_ids(engine: Engine, ids: list[int], param: str) -> None:
         raise UsageError(f'{param}: token ids must be in [0, {size})')
 
 
-def _prompt_ids(engine: Engine, prompt) -> list[list[int]]:
+async def _prompt_ids(engine: Engine, prompt) -> list[list[int]]:
     """The completions API's prompt (text, texts, token ids, or lists of them) as token-id lists."""
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
         prompt = [prompt]
     if not prompt:
         raise UsageError('prompt: give at least one prompt')
     prompts = []
-    for item in prompt:
-        ids = engine.hf_tokenizer(item)['input_ids'] if isinstance(item, str) else list(item)
+    for i, item in enumerate(prompt):
+        which = 'the prompt' if len(prompt) == 1 else f'prompt {i}'
+        ids = await _encode_text(engine, item, which=which) if isinstance(item, str) else list(item)
         _check_ids(engine, ids, 'prompt')
         prompts.append(ids)
     return prompts

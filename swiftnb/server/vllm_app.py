@@ -14,34 +14,56 @@ What swiftnb adds to it:
   comes (vLLM reads them once, from generation_config.json);
 - the API key covers every route but /health (auth.py).
 """
+import json
 from collections.abc import Mapping
-from typing import Optional
+from types import SimpleNamespace
 
 from fastapi import FastAPI
 
 from swiftnb.engine.vllm import VllmEngine
 from swiftnb.engine.vllm_compat import server_parts
 from swiftnb.server.adapters import add_adapter_routes
+from swiftnb.server.openapi import declare_responses
+from swiftnb.server.options import ServerOptions
 from swiftnb.settings import GenerationConfig, served_defaults
 
 
-async def build_vllm_app(engine: VllmEngine, served_model_name: str, tool_call_parser: Optional[str]) -> FastAPI:
+async def build_vllm_app(engine: VllmEngine, options: ServerOptions, served_model_name: str) -> FastAPI:
     make_arg_parser, build_app, init_app_state = server_parts()
     from vllm.utils.argparse_utils import FlexibleArgumentParser
-    argv = ['--model', engine.model_dir, '--served-model-name', served_model_name]
+    argv = ['--model', engine.model_dir, '--served-model-name', served_model_name,
+            '--allowed-origins', json.dumps(list(options.allowed_origins))]  # vLLM's CORS, off unless given
+    tool_call_parser = options.tool_call_parser or engine.tool_parser
     if tool_call_parser:
         argv += ['--enable-auto-tool-choice', '--tool-call-parser', tool_call_parser]
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     tasks = await engine.llm.get_supported_tasks()
     app = build_app(args, tasks, engine.llm.model_config)
     await init_app_state(engine.client, app.state, args, tasks)
-    app.state.openai_serving_models.lora_requests = EngineAdapters(engine)
+    # vLLM's handler of a dead engine stops `vllm serve` (server.should_exit); in a kernel the server stays up
+    # and answers 503 with why (guard.py), so its flag goes nowhere.
+    app.state.server = SimpleNamespace(should_exit=False)
+    models = app.state.openai_serving_models
+    models.lora_requests = EngineAdapters(engine)
+    if not options.show_model_paths:
+        models.show_available_models = _names_only(models.show_available_models)
     defaults = EngineDefaults(engine)
     for serving in vars(app.state)['_state'].values():
         if hasattr(serving, 'default_sampling_params'):
             serving.default_sampling_params = defaults
-    add_adapter_routes(app, engine)
+    add_adapter_routes(app, engine, options)
+    declare_responses(app)
     return app
+
+
+def _names_only(show_available_models):
+    """/v1/models with each card's `root` (vLLM puts the model's or adapter's path there) set to its name."""
+    async def show():
+        listing = await show_available_models()
+        for card in listing.data:
+            card.root = card.id
+        return listing
+    return show
 
 
 class EngineAdapters(Mapping):

@@ -1,0 +1,219 @@
+"""What the server does under abuse and at its end: bodies too big, adapters from anywhere, browsers, stopping with
+streams in flight, an engine core that dies, a deploy process killed with SIGKILL. Real HTTP on loopback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from conftest import settles
+from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
+from swiftnb.server import BackgroundServer
+
+CAPITAL = [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]
+LONG_STREAM = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
+
+
+@pytest.fixture(params=['vllm', 'pt'])
+def serving_engine(request, engine, pt_engine):
+    return engine if request.param == 'vllm' else pt_engine
+
+
+def _answer(server) -> str:
+    resp = httpx.post(server.url + '/chat/completions', json={'model': 'tiny-chat', 'messages': CAPITAL,
+                                                               'temperature': 0}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    return resp.json()['choices'][0]['message']['content']
+
+
+def _stream_lines(url: str, into: list, body=LONG_STREAM, stamps: list = None) -> None:
+    with httpx.stream('POST', url + '/chat/completions', json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line:
+                into.append(line)
+                if stamps is not None:
+                    stamps.append(time.monotonic())
+
+
+def test_a_huge_body_is_refused_at_once_while_a_stream_keeps_flowing(serving_engine):
+    server = BackgroundServer(serving_engine, port=0)
+    try:
+        lines, stamps = [], []
+        streaming = threading.Thread(target=_stream_lines, args=(server.url, lines, LONG_STREAM, stamps))
+        streaming.start()
+        assert settles(lambda: len(lines) > 5, 30)
+        big = json.dumps({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'a b ' * 2_500_000}]})
+        started = time.monotonic()
+        refused = httpx.post(server.url + '/chat/completions', content=big, timeout=60,
+                             headers={'Content-Type': 'application/json'})
+        assert refused.status_code == 413 and 'max_request_bytes' in refused.json()['error']['message']
+        # under the byte limit but far over the context: refused before it is tokenised, as vLLM does
+        long = json.dumps({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'a b ' * 1_500_000}]})
+        too_long = httpx.post(server.url + '/chat/completions', content=long, timeout=60,
+                              headers={'Content-Type': 'application/json'})
+        assert too_long.status_code == 400 and 'characters' in too_long.json()['error']['message']
+        # sent without a length (chunked): counted as it comes, refused at the limit
+        chunked = httpx.post(server.url + '/chat/completions', timeout=60, headers={'Content-Type': 'application/json'},
+                             content=(big[i:i + (1 << 20)].encode() for i in range(0, len(big), 1 << 20)))
+        assert chunked.status_code == 413
+        finished = time.monotonic()
+        assert httpx.get(server.url.removesuffix('/v1') + '/health').status_code == 200
+        streaming.join()
+        gaps = [b - a for a, b in zip(stamps, stamps[1:]) if started <= b <= finished + 1]
+        assert gaps and max(gaps) < 1.0, max(gaps)
+        assert lines[-1] == 'data: [DONE]'
+        assert _answer(server).startswith('The capital of Zhejiang is Hangzhou.')
+    finally:
+        server.stop()
+
+
+def test_adapters_load_only_from_the_allowed_directories(serving_engine, tmp_path):
+    allowed = str(DEMO_ADAPTERS['kakarot'].parent)
+    server = BackgroundServer(serving_engine, port=0, lora_dirs=[allowed])
+
+    def load(name, path):
+        return httpx.post(server.url + '/load_lora_adapter', json={'lora_name': name, 'lora_path': str(path)})
+    try:
+        outside = [tmp_path, '/etc', '/no/such/dir', f'{allowed}/../../..']
+        for path in outside:  # the same answer whether or not the path exists: nothing is looked at
+            refused = load('evil', path)
+            assert refused.status_code == 400, path
+            assert 'outside the directories this server loads adapters from' in refused.json()['error']['message']
+            assert '--lora_dirs' in refused.json()['error']['message']
+        assert load('goku', DEMO_ADAPTERS['kakarot']).status_code == 200
+        assert 'goku' in serving_engine.adapters
+    finally:
+        server.stop()
+        serving_engine.adapters.pop('goku', None)
+
+
+def test_cors_is_off_unless_origins_are_given_and_models_show_no_paths(serving_engine):
+    preflight = {'Origin': 'http://example.com', 'Access-Control-Request-Method': 'POST'}
+    closed = BackgroundServer(serving_engine, port=0, lora_modules={'kakarot': str(DEMO_ADAPTERS['kakarot'])})
+    try:
+        answer = httpx.options(closed.url + '/chat/completions', headers=preflight)
+        assert 'access-control-allow-origin' not in answer.headers
+        listing = httpx.get(closed.url + '/models').json()['data']
+        assert {card['id']: card['root'] for card in listing} == {'tiny-chat': 'tiny-chat', 'kakarot': 'kakarot'}
+        assert str(DEMO_MODEL_DIR) not in json.dumps(listing)
+    finally:
+        closed.stop()
+    opened = BackgroundServer(serving_engine, port=0, allowed_origins=['http://example.com'], show_model_paths=True)
+    try:
+        answer = httpx.options(opened.url + '/chat/completions', headers=preflight)
+        assert answer.status_code == 200 and answer.headers['access-control-allow-origin'] == 'http://example.com'
+        other = httpx.options(opened.url + '/chat/completions', headers={**preflight, 'Origin': 'http://evil.com'})
+        assert 'access-control-allow-origin' not in other.headers
+        roots = {card['id']: card['root'] for card in httpx.get(opened.url + '/models').json()['data']}
+        assert roots['tiny-chat'] == serving_engine.model_dir and roots['kakarot'] == str(DEMO_ADAPTERS['kakarot'])
+    finally:
+        opened.stop()
+        serving_engine.remove_lora('kakarot')
+
+
+def test_stop_ends_streams_in_flight_with_an_error_event_and_done(serving_engine):
+    server = BackgroundServer(serving_engine, port=0)
+    streams = [[] for _ in range(8)]
+    threads = [threading.Thread(target=_stream_lines, args=(server.url, lines)) for lines in streams]
+    for thread in threads:
+        thread.start()
+    assert settles(lambda: all(len(lines) > 3 for lines in streams), 60)
+    stopping = threading.Thread(target=server.stop, kwargs={'grace': 1.5})
+    started = time.monotonic()
+    stopping.start()
+    time.sleep(0.5)  # while it drains: new requests are told, not queued
+    late = httpx.post(server.url + '/chat/completions', json={'model': 'tiny-chat', 'messages': CAPITAL})
+    assert late.status_code == 503 and 'stopping' in late.json()['error']['message']
+    stopping.join()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 5
+    assert server.cut_off == 8  # how many stop() ended
+    for lines in streams:
+        assert lines[-1] == 'data: [DONE]'
+        assert json.loads(lines[-2].removeprefix('data: '))['error']['code'] == 503
+    assert settles(lambda: serving_engine.num_running == 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + '/models')
+
+
+@pytest.mark.slow
+def test_a_dead_engine_core_is_reported_and_the_kernel_can_start_again():
+    from swiftnb import get_template, inference_vllm
+    from swiftnb.engine.vllm import VllmEngine
+    from swiftnb.errors import EngineClosedError
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # the session's engines' among them
+    engine = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR))  # its own: this test kills it
+    server = BackgroundServer(engine, port=0)
+    ours = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    try:
+        assert _answer(server).startswith('The capital')
+        next(p for p in ours if 'EngineCore' in p.name()).kill()
+        health = server.url.removesuffix('/v1') + '/health'
+        assert settles(lambda: httpx.get(health).status_code == 503, 10)
+        for resp in (httpx.get(health), httpx.post(server.url + '/chat/completions',
+                                                   json={'model': 'tiny-chat', 'messages': CAPITAL})):
+            assert resp.status_code == 503
+            message = resp.json()['error']['message']
+            assert "engine core process died" in message and 'get_vllm_engine' in message
+        assert engine.closed and 'died' in engine.closed_because
+        with pytest.raises(EngineClosedError, match='engine core process died'):
+            inference_vllm(engine, get_template('chatml', engine.hf_tokenizer), [{'query': 'hi'}])
+    finally:
+        server.stop()
+        engine.shutdown()
+    assert settles(lambda: all(_gone(p) for p in ours), 10)
+
+
+def _deploy(*flags) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, '-m', 'swiftnb.cli', 'deploy', '--port', '0', *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()
+    assert 'serving' in line, line + process.stdout.read()
+    return process, line.split(' at ')[1].split()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_deploy_stops_within_10_seconds_ending_its_streams(sig):
+    process, url = _deploy()
+    try:
+        streams = [[] for _ in range(8)]
+        threads = [threading.Thread(target=_stream_lines, args=(url, lines)) for lines in streams]
+        for thread in threads:
+            thread.start()
+        assert settles(lambda: all(len(lines) > 3 for lines in streams), 60)
+        started = time.monotonic()
+        process.send_signal(sig)
+        assert process.wait(10) == 0
+        assert time.monotonic() - started < 10
+        for thread in threads:
+            thread.join()
+        assert all(lines[-1] == 'data: [DONE]' and 'error' in lines[-2] for lines in streams)
+        assert 'swiftnb: stopped (8 requests cut off)' in process.stdout.read()
+    finally:
+        process.kill()
+
+
+@pytest.mark.slow
+def test_engine_processes_die_with_a_killed_deploy():
+    process, _ = _deploy()
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert any('EngineCore' in child.name() for child in children)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert settles(lambda: all(_gone(child) for child in children), 10), \
+        [(c.pid, c.name()) for c in children if not _gone(c)]
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
