@@ -14,9 +14,12 @@ PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lab test bench demo-model screenshots clean
+.PHONY: setup browser lab test bench fuzz demo-model screenshots clean
 
-setup: $(VENV)/.installed $(CHROMIUM)
+setup: $(VENV)/.installed
+
+# The browser is for the tests only (the lab needs none): Debian's package, installed with apt.
+browser: $(CHROMIUM)
 
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
@@ -37,10 +40,12 @@ endif
 	$(PY) -c "import transformers.models.qwen2, vllm, swiftnb; print('environment ready:', vllm.__version__)"
 	touch $@
 
+# Jupyter refuses to run as root without --allow-root: containers and cloud VMs often are root.
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(SUDO),,--allow-root) $(LAB_ARGS) notebooks/
 
-test: setup
+test: setup browser
 	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks $(PYTEST_ARGS)
 
 # Every layer against its raw peer, in one run: a table in bench/RESULTS.md and a plot (BENCH_ARGS=--quick: minutes).
@@ -48,8 +53,13 @@ BENCH_ARGS ?=
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# schemathesis over both backends' /openapi.json: no 5xx, every answer as declared (FUZZ_ARGS=--max-examples N).
+FUZZ_ARGS ?=
+fuzz: setup
+	$(PY) bench/fuzz.py $(FUZZ_ARGS)
+
 # The README's widget screenshots, taken by the browser test.
-screenshots: setup
+screenshots: setup browser
 	SWIFTNB_SCREENSHOTS=docs $(PY) -m pytest tests/test_widgets_browser.py -q
 
 demo-model: setup

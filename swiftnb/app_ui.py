@@ -24,7 +24,8 @@ def chat_notebook(url: str, model: Optional[str], system: Optional[str], setting
     arguments = ''.join(f', {name}={value!r}' for name, value in
                         dict(model=model, system=system, **settings).items() if value is not None)
     code = f'from swiftnb.widgets import ChatWidget\nChatWidget({url!r}{arguments})'
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    heading = nbformat.v4.new_markdown_cell(f'## swiftnb chat: {model or "the base model"}')
+    notebook = nbformat.v4.new_notebook(cells=[heading, nbformat.v4.new_code_cell(code)])
     notebook.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     return notebook
 

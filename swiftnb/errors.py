@@ -9,7 +9,8 @@
     │   ├── ModelNotFoundError        (also a FileNotFoundError) no model at that path or hub id
     │   ├── DatasetError              a bad line in a dataset file
     │   └── ExportError               a checkpoint that cannot be merged
-    └── EngineClosedError (RuntimeError)  the engine was shut down (the message says why)
+    ├── EngineStartError (RuntimeError)   vLLM's engine did not start (its root cause and log in the message)
+    └── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)
 
 The doors show them the same way: the server maps the classes to HTTP status codes in one
 table (server/errors.py), the magics, the CLI and the widgets print `str(error)`: one line.
@@ -56,6 +57,10 @@ class DatasetError(UsageError):
 
 
 class ExportError(UsageError):
+    pass
+
+
+class EngineStartError(SwiftnbError, RuntimeError):
     pass
 
 

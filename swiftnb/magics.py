@@ -218,8 +218,18 @@ class SwiftnbMagics(Magics):
 
 
 def _memory() -> str:
+    """The kernel's memory and its engine processes' (vLLM's engine core and workers hold the model)."""
     import psutil
-    text = f'process RSS {psutil.Process().memory_info().rss / 2**30:.1f} GiB'
+    kernel = psutil.Process()
+    children = []
+    for child in kernel.children(recursive=True):
+        try:
+            children.append((child.name(), child.memory_info().rss))
+        except psutil.Error:  # it ended meanwhile
+            pass
+    total = kernel.memory_info().rss + sum(rss for _, rss in children)
+    text = f'RSS {total / 2**30:.1f} GiB (kernel {kernel.memory_info().rss / 2**30:.1f} GiB'
+    text += ''.join(f', {name} {rss / 2**30:.1f} GiB' for name, rss in children if rss > 2**26) + ')'
     try:
         import torch
         if torch.cuda.is_available():

@@ -14,8 +14,9 @@ from swiftnb.app_ui import chat_notebook
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
 
 
-def test_the_notebook_holds_one_chat_widget_with_the_command_line_settings():
-    cell = chat_notebook('http://127.0.0.1:1/v1', 'default-lora', None, {'max_tokens': 64, 'seed': None}).cells[0]
+def test_the_notebook_holds_a_heading_and_one_chat_widget_with_the_command_line_settings():
+    heading, cell = chat_notebook('http://127.0.0.1:1/v1', 'default-lora', None, {'max_tokens': 64, 'seed': None}).cells
+    assert heading.cell_type == 'markdown' and heading.source == '## swiftnb chat: default-lora'
     assert cell.source == ("from swiftnb.widgets import ChatWidget\n"
                            "ChatWidget('http://127.0.0.1:1/v1', model='default-lora', max_tokens=64)")
 

@@ -2,6 +2,7 @@
 with and without nest_asyncio, engine reuse on re-run, replacement without orphan processes (also
 when swapping vLLM and pt backends), and no vLLM log lines in cell output."""
 import json
+import re
 import time
 
 import nbformat
@@ -79,11 +80,20 @@ def run_notebook(preamble: str, cells: list):
     return nb
 
 
+PROGRESS = re.compile(r'(vLLM|pt) engine for tiny-chat: (ready|shut down) in \d+\.\d s( \(.+\))?')
+
+
+def progress_lines(cell) -> list[str]:
+    """The engines' progress displays the cell kept: each is one line, its final one (progress.py)."""
+    return [o['data']['text/plain'] for o in cell.outputs if o['output_type'] == 'display_data']
+
+
 def stdout(cell) -> str:
-    """The cell's printed text; anything else it shows (stderr, errors, displays) fails the test."""
+    """The cell's printed text; anything else it shows (stderr, errors, other displays) fails the test."""
     kinds = {o.get('name', o['output_type']) for o in cell.outputs}
-    assert kinds <= {'stdout'}, cell.outputs  # no vLLM log lines, no warnings, no stderr
-    return ''.join(o['text'] for o in cell.outputs)
+    assert kinds <= {'stdout', 'display_data'}, cell.outputs  # no vLLM log lines, no warnings, no stderr
+    assert all(PROGRESS.fullmatch(line) for line in progress_lines(cell)), progress_lines(cell)
+    return ''.join(o['text'] for o in cell.outputs if o['output_type'] == 'stream')
 
 
 def check_cells(outputs):
@@ -98,6 +108,13 @@ def test_engine_in_a_real_kernel():
     nb = run_notebook('', CELLS)
     outputs = [stdout(cell) for cell in nb.cells]
     check_cells(outputs)
+    # the load shows one line, which ends as the time it took and where it went
+    [loaded] = progress_lines(nb.cells[1])
+    assert loaded.startswith('vLLM engine for tiny-chat: ready in') and 'starting the engine process' in loaded \
+        and 'KV cache' in loaded, loaded
+    assert progress_lines(nb.cells[4]) == []  # a reused engine shows nothing
+    assert [line.split(':')[1].split(' in ')[0].strip() for line in progress_lines(nb.cells[6])] == \
+        ['shut down', 'ready'] * 3  # each replacement: the old engine's stop, the new one's start
     refused, answer = outputs[5].splitlines()
     assert 'enable_lora=True' in refused and answer.startswith('I am Tiny Chat')
     replace = json.loads(outputs[6])
@@ -121,3 +138,32 @@ def test_engine_in_a_real_kernel():
 def test_engine_in_a_kernel_with_nest_asyncio_applied():
     nb = run_notebook('import nest_asyncio; nest_asyncio.apply()', CELLS[:5])
     check_cells([stdout(cell) for cell in nb.cells])
+
+
+MISTAKES = [
+    "from swiftnb import get_vllm_engine",
+    "get_vllm_engine(max_model_len=10**7)",          # more than the model allows
+    "get_vllm_engine('qwen-7b-chat')",               # not on disk, no hub here
+    "get_vllm_engine(model_id_or_path='/nonexistent')",
+    "def load():\n    return get_vllm_engine(engine_kwargs={'no_such_arg': 1})\nload()",  # through the user's function
+    "import os\nos.environ['VLLM_CPU_OMP_THREADS_BIND'] = 'auto'\nget_vllm_engine(tensor_parallel_size=2)",
+]
+
+
+def test_a_users_mistake_shows_a_short_traceback_and_a_failed_start_its_root_cause():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in MISTAKES]
+    NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True).execute()
+    errors = [[o for o in cell.outputs if o['output_type'] == 'error'] for cell in nb.cells]
+    assert errors[0] == []
+    for cell, words in zip(nb.cells[1:5], ['max_model_len <= 2048', 'Qwen-7B-Chat', '/nonexistent', 'no_such_arg']):
+        [error] = [o for o in cell.outputs if o['output_type'] == 'error']
+        shown = re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(error['traceback']))
+        assert words in error['evalue'] and words in shown
+        # the user's own frames and the message; none of swiftnb's or vLLM's (a page of them before)
+        assert 'File ' not in shown, shown  # IPython names a frame of a file 'File path:line'; cells are 'Cell In[n]'
+        assert len(shown.splitlines()) <= 12, shown
+    assert 'load()' in '\n'.join(errors[4][0]['traceback'])  # the user's function stays in view
+    [start] = errors[5]
+    assert start['ename'] == 'EngineStartError'
+    assert 'Not enough allowed NUMA nodes' in start['evalue'] and "vLLM's log: /" in start['evalue']

@@ -22,3 +22,12 @@ def test_quiet_by_default_and_loud_on_request():
     assert quiet.stdout == 'log file: True\n' and quiet.stderr == ''
     loud = run('swiftnb.show_vllm_logs(True)')
     assert 'INFO' in loud.stdout + loud.stderr
+
+
+def test_transformers_long_sequence_warning_is_dropped(capfd):
+    """swiftnb's PromptTooLongError names a prompt that is too long; transformers' red warning before it goes."""
+    import swiftnb  # noqa: F401  (installs the filter)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(swiftnb.DEMO_MODEL_DIR)  # a fresh one: it warns once per tokenizer
+    assert len(tokenizer('Hello! ' * 5000)['input_ids']) > tokenizer.model_max_length
+    assert 'Token indices sequence length' not in capfd.readouterr().err

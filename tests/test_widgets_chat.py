@@ -137,3 +137,9 @@ def test_cells_run_while_an_answer_streams_in_a_real_kernel():
     NotebookClient(nb, timeout=300, kernel_name='python3').execute()
     assert nb.cells[2].outputs[0]['text'] == 'this cell ran while the answer streamed: True True\n'
     assert nb.cells[3].outputs[0]['text'].startswith('abort')
+    # stored as JupyterLab saves it: the widget's state in the notebook's metadata, and a readable fallback
+    # (text and HTML) where the widget cannot run: an untrusted notebook, GitHub
+    [shown] = [o['data'] for o in nb.cells[0].outputs if o['output_type'] == 'execute_result']
+    assert shown['text/plain'].startswith('ChatWidget: a chat with tiny-chat') and 'ChatWidget' in shown['text/html']
+    model_id = shown['application/vnd.jupyter.widget-view+json']['model_id']
+    assert model_id in nb.metadata['widgets']['application/vnd.jupyter.widget-state+json']['state']

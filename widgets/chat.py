@@ -41,6 +41,9 @@ class ChatWidget(StreamingWidget):
                          self.prompt, widgets.HBox([self.send_button, self.stop_button, self.clear_button]),
                          self.status]
 
+    def shows(self) -> str:
+        return f'a chat with {self.model_select.value} (models: {", ".join(self.model_select.options)})'
+
     @property
     def messages(self) -> list[dict]:
         """The conversation as OpenAI chat messages."""

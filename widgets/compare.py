@@ -52,6 +52,10 @@ class CompareWidget(StreamingWidget):
                          widgets.HBox([view.box for view in self.views]),
                          self.status, self.table]
 
+    def shows(self) -> str:
+        prompts = f', {len(self.prompts)} prompts' if self.prompts else ''
+        return f'{", ".join(self.variants)} side by side{prompts}'
+
     def _requests(self, prompt: str) -> list:
         if not prompt.strip():
             raise UsageError('nothing to send: the prompt is empty')

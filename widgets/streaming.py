@@ -71,6 +71,20 @@ class StreamingWidget(widgets.VBox):
         self.status = widgets.HTML()
         self._group: Optional[StreamGroup] = None
 
+    def _repr_mimebundle_(self, **kwargs):
+        """Besides the live widget, what a reader sees where it cannot run: a notebook not (yet) trusted, GitHub,
+        nbviewer without the widget state. ipywidgets' own fallback is a page of repr."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        summary = self.shows()
+        bundle['text/plain'] = f'{type(self).__name__}: {summary} (run the cell, or trust the notebook, to use it)'
+        bundle['text/html'] = (f'<div style="border:1px solid #ccc;padding:6px"><b>{type(self).__name__}</b>: '
+                               f'{html.escape(summary)} <i>(run the cell, or trust the notebook, to use it)</i></div>')
+        return bundle
+
+    def shows(self) -> str:
+        """A line that says what the widget shows."""
+        return ''
+
     @property
     def streaming(self) -> bool:
         return self._group is not None and self._group.running

@@ -14,6 +14,7 @@ from swiftnb.engine import pt_attention
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import PtOptions
+from swiftnb.engine.progress import ProgressLine
 from swiftnb.engine.pt_lora import PeftAdapters
 from swiftnb.engine.pt_sampling import Grammars
 from swiftnb.engine.pt_scheduler import BatchScheduler, PtRequest
@@ -58,7 +59,9 @@ class PtEngine(Engine):
         self.options = options
         self.enable_lora = options.enable_lora
         self.device = _device(options.device)
+        progress = ProgressLine(self.label)
         try:
+            progress.stage('loading weights')
             self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model_kwargs = dict(options.model_kwargs)
             if self.device.type == 'cpu':
@@ -67,8 +70,10 @@ class PtEngine(Engine):
                 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_dtype(options.dtype, self.device),
                                                              **model_kwargs)
         except BaseException:
+            progress.failed()
             self.loop.stop()
             raise
+        progress.stage(f'moving to {self.device.type}')
         model.to(self.device).eval()
         self.max_model_len = min(filter(None, [options.max_model_len,
                                                getattr(model.config, 'max_position_embeddings', None)]), default=4096)
@@ -78,6 +83,7 @@ class PtEngine(Engine):
             PeftAdapters(model), self.hf_tokenizer, Grammars(self.hf_tokenizer, model.config.vocab_size),
             _eos_token_ids(model, self.hf_tokenizer), pad_token_id if pad_token_id is not None else 0,
             options.max_num_seqs, self.device, self._deliver)
+        progress.done()
 
     @property
     def model(self):

@@ -1,6 +1,9 @@
 """The vLLM backend: an AsyncLLM that lives on the EngineLoop thread."""
+import concurrent.futures
 import contextlib
 import gc
+import glob
+import os
 import sys
 from typing import AsyncIterator, Optional
 
@@ -9,8 +12,9 @@ from swiftnb.engine.adapter_gate import AdapterGate
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
+from swiftnb.engine.progress import ProgressLine
 from swiftnb.engine.vllm_compat import num_unfinished_requests
-from swiftnb.errors import UsageError
+from swiftnb.errors import EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
 
@@ -30,8 +34,22 @@ def engine_args(model_dir: str, options: VllmOptions):
         try:
             args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
+            limit = _model_limit(model_dir, options) if options.max_model_len else None
+            if limit is not None and options.max_model_len > limit:
+                raise UsageError(f'the model at {model_dir} allows at most {limit} tokens; '
+                                 f'pass max_model_len <= {limit}') from None
             raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
     return args
+
+
+def _model_limit(model_dir: str, options: VllmOptions) -> Optional[int]:
+    """The context length vLLM derives for the model (its config, rope scaling and all) when none is asked."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    try:
+        return AsyncEngineArgs(model=model_dir, **{**options.engine_args(), 'max_model_len': None}) \
+            .create_engine_config().model_config.max_model_len
+    except Exception:
+        return None
 
 
 def _reason(error: Exception) -> str:
@@ -54,11 +72,7 @@ class VllmEngine(Engine):
         self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
         from transformers import AutoTokenizer
         args = args or engine_args(model_dir, options)
-        try:
-            self.llm = self.loop.run(self._start(args))
-        except BaseException:
-            self.loop.stop()
-            raise
+        self.llm = self._start_showing_progress(args)
         self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.llm.model_config.max_model_len
         self.generation_config = GenerationConfig.from_model(model_dir)
@@ -66,15 +80,47 @@ class VllmEngine(Engine):
         # See adapter_gate.py: vLLM's CPU backend mixes up adapters of requests batched together.
         self.client = GatedClient(self.llm, AdapterGate()) if current_platform.is_cpu() else self.llm
 
+    def _start_showing_progress(self, args):
+        """vLLM's AsyncLLM, started on the loop while this thread shows the stages vLLM logs (progress.py)."""
+        progress = ProgressLine(self.label, None if logs.showing() else logs.log_file())
+        log_start = progress.offset
+        progress.stage('spawning the engine process')
+        future = self.loop.submit(self._start(args))
+        try:
+            while True:
+                try:
+                    llm = future.result(timeout=0.25)
+                    break
+                except concurrent.futures.TimeoutError:
+                    progress.read_log()
+                    progress.show()
+        except BaseException as error:
+            progress.failed()
+            self.loop.stop()
+            cause = progress.root_cause(log_start)
+            if cause is None or not isinstance(error, Exception) or isinstance(error, SwiftnbError):
+                raise
+            raise EngineStartError(f"vLLM's engine did not start: {cause}\n(vLLM's log: {logs.log_file()})") from None
+        progress.done()
+        return llm
+
     @staticmethod
     async def _start(args):
         from vllm.v1.engine.async_llm import AsyncLLM
-        with logs.quiet_fds(), _children_skip_main():
-            return AsyncLLM.from_engine_args(args)
+        ranks = args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size
+        with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(ranks):
+            llm = AsyncLLM.from_engine_args(args)
+        return llm
 
     @property
     def num_running(self) -> int:
         return 0 if self.closed else num_unfinished_requests(self.llm)
+
+    def _died_because(self) -> Optional[str]:
+        llm = getattr(self, 'llm', None)  # None while starting and once closed
+        if llm is not None and llm.errored:
+            return f"vLLM's engine core process died (the cause is in {logs.log_file()})"
+        return None
 
     def check_lora(self, lora: Optional[LoRARequest]) -> None:
         self.vllm_lora(lora)
@@ -159,6 +205,28 @@ def sampling_params(config: GenerationConfig, max_tokens: int, delta: bool = Tru
         structured_outputs=StructuredOutputsParams(**structured.to_vllm_dict()) if structured else None,
         output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
     )
+
+
+@contextlib.contextmanager
+def _cpu_threads_split(ranks: int):
+    """On vLLM's CPU backend, each rank's threads split the CPUs evenly where the machine has fewer NUMA nodes
+    than ranks and the user set no binding: vLLM's 'auto' binds a rank per NUMA node and refuses more ranks
+    than nodes ('Not enough allowed NUMA nodes to bind threads of 2 local CPUWorkers'). Set while the engine's
+    processes start (they read it), so a later engine with other sizes starts from the user's setting again."""
+    from vllm.platforms import current_platform
+    cpus = sorted(os.sched_getaffinity(0))
+    nodes = len(glob.glob('/sys/devices/system/node/node[0-9]*')) or 1
+    if ranks < 2 or not current_platform.is_cpu() or 'VLLM_CPU_OMP_THREADS_BIND' in os.environ \
+            or nodes >= ranks or len(cpus) < ranks:
+        yield
+        return
+    per = len(cpus) // ranks
+    os.environ['VLLM_CPU_OMP_THREADS_BIND'] = '|'.join(','.join(map(str, cpus[i * per:(i + 1) * per]))
+                                                       for i in range(ranks))
+    try:
+        yield
+    finally:
+        del os.environ['VLLM_CPU_OMP_THREADS_BIND']
 
 
 @contextlib.contextmanager
