@@ -3,8 +3,8 @@
 vLLM's routes (and FastAPI's defaults in the pt app) declare every 200 JSON answer as `{}` and a 422 that
 neither server sends. Both apps take this: the main answers are declared as the `openai` package's types
 (the ones clients parse them into), and every route declares the errors RequestGuard, the key check and the
-error table send (400, 401, 404, 413, 503), in OpenAI's error JSON (Anthropic's for the app's own errors under
-vLLM's /v1/messages).
+error table send (400, 401, 404, 413, 503), in OpenAI's error JSON (or Anthropic's, for the app's own errors
+under vLLM's /v1/messages).
 """
 from typing import Optional
 
@@ -38,7 +38,7 @@ class AnthropicErrorDetail(BaseModel):
 
 
 class AnthropicErrorResponse(BaseModel):
-    """vLLM's Anthropic Messages API (/v1/messages) answers its own errors in Anthropic's shape."""
+    """vLLM's Anthropic Messages API (/v1/messages) answers most of its errors in Anthropic's shape."""
     type: str
     error: AnthropicErrorDetail
 
@@ -72,7 +72,8 @@ def declare_responses(app: FastAPI) -> None:
         openai_error = _component(components, ErrorResponse)
         anthropic_error = _component(components, AnthropicErrorResponse)
         for path, operations in schema['paths'].items():
-            app_error = anthropic_error if path.startswith('/v1/messages') else openai_error
+            # vLLM's /v1/messages answers its own errors in Anthropic's shape, a malformed request in OpenAI's
+            app_error = {'anyOf': [anthropic_error, openai_error]} if path.startswith('/v1/messages') else openai_error
             for method, operation in operations.items():
                 responses = operation.setdefault('responses', {})
                 responses.pop('422', None)
