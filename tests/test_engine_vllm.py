@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from swiftnb import AdapterError, LoRARequest, UsageError, get_vllm_engine, inference_vllm, inference_vllm_async
+from swiftnb import (DEMO_MODEL_DIR, AdapterError, LoRARequest, UsageError, get_vllm_engine, inference_vllm,
+                     inference_vllm_async)
 from conftest import SESSION_ENGINE_ARGS, demo_lora
 
 SEED_QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', 'What is the capital of Sichuan?',
@@ -81,7 +82,8 @@ def test_same_arguments_give_the_live_engine(engine):
 
 @pytest.mark.parametrize('arguments, message', [
     (dict(engine_kwargs={'no_such_arg': 1}), "engine_kwargs: vLLM's AsyncEngineArgs has no field 'no_such_arg'"),
-    (dict(max_model_len=10 ** 7), 'vLLM refused the engine arguments: User-specified max_model_len (10000000) is'),
+    (dict(max_model_len=10 ** 7), f'the model at {DEMO_MODEL_DIR} allows at most 2048 tokens; '
+                                  'pass max_model_len <= 2048'),
     (dict(torch_dtype='float33'), "vLLM refused the engine arguments: dtype: Input should be 'auto'"),
     (dict(tensor_parallel_size=0), 'vLLM refused the engine arguments: tensor_parallel_size: Input should be greater'),
 ])
