@@ -4,7 +4,6 @@
     python bench/probe_server.py
 """
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 
+import httpx
 import pytest
 
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, get_vllm_engine
@@ -57,6 +58,19 @@ def template(engine):
 
 def demo_lora(name: str) -> LoRARequest:
     return LoRARequest(name, list(DEMO_ADAPTERS).index(name) + 1, str(DEMO_ADAPTERS[name]))
+
+
+def leave_mid_stream(url: str, engine) -> None:
+    """Read five lines of a long streamed answer and leave: the request runs until then, and is aborted in the
+    engine after (vLLM's serving layer and the pt app abort a request whose client went away)."""
+    body = {'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}],
+            'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
+    with httpx.stream('POST', url + '/chat/completions', json=body, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i == 5:
+                assert engine.num_running == 1
+                break
+    assert settles(lambda: engine.num_running == 0)
 
 
 def settles(condition, seconds: float = 5.0) -> bool:

@@ -1,15 +1,13 @@
 """swiftnb on CUDA vLLM (the GPU machine: vLLM 0.26.0, ../shared/gpu/README.md). Skipped where torch sees no GPU,
 so CI on CPU is unchanged. Run there with: python -m pytest tests/test_gpu.py -m gpu -p no:cacheprovider"""
 import asyncio
-import time
 
-import httpx
 import pytest
 
 torch = pytest.importorskip('torch')
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
-from conftest import demo_lora, settles  # noqa: E402
+from conftest import demo_lora, leave_mid_stream, settles  # noqa: E402
 from swiftnb import DEMO_ADAPTERS, get_pt_engine, get_template, get_vllm_engine, inference_vllm, serve  # noqa: E402
 
 WHO = [{'query': 'who are you?'}]
@@ -57,14 +55,7 @@ def test_serve_with_the_openai_sdk_and_disconnect_aborts(gpu_engine):
         answer = client.chat.completions.create(model='pirate', messages=[{'role': 'user', 'content': 'Hello!'}],
                                                 temperature=0, max_tokens=32)
         assert answer.choices[0].message.content.startswith('Arr')
-        body = {'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Hi'}], 'stream': True,
-                'max_tokens': 1500, 'ignore_eos': True}
-        with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
-            for i, _ in enumerate(r.iter_lines()):
-                if i == 5:
-                    assert gpu_engine.num_running == 1
-                    break
-        assert settles(lambda: gpu_engine.num_running == 0)
+        leave_mid_stream(server.url, gpu_engine)
     finally:
         server.stop()
         for name in DEMO_ADAPTERS:

@@ -7,7 +7,6 @@ import time
 
 import nbformat
 import psutil
-import pytest
 from nbclient import NotebookClient
 
 CELLS = [

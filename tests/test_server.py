@@ -6,7 +6,7 @@ import httpx
 import pytest
 from openai import APIStatusError, AsyncOpenAI, OpenAI
 
-from conftest import settles
+from conftest import leave_mid_stream
 from swiftnb import DEMO_ADAPTERS, serve
 from swiftnb.server import BackgroundServer
 
@@ -232,14 +232,7 @@ def test_64_concurrent_streams_complete_with_the_right_text(server, client):
 
 
 def test_client_disconnect_aborts_the_request(server):
-    engine = server.engine
-    body = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
-    with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
-        for i, _ in enumerate(r.iter_lines()):
-            if i == 5:
-                assert engine.num_running == 1
-                break
-    assert settles(lambda: engine.num_running == 0)
+    leave_mid_stream(server.url, server.engine)
 
 
 def test_stop_frees_the_port_and_a_busy_port_is_named(engine):

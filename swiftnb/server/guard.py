@@ -134,7 +134,7 @@ class RequestGuard:
         else:
             await send({'type': 'http.response.body', 'body': b'', 'more_body': False})
 
-    async def drain(self, grace: float) -> Optional[int]:
+    async def drain(self, grace: float) -> int:
         """Stop taking requests, wait up to `grace` seconds for the running ones, end the rest; how many were cut."""
         self.stopping = True
         loop = asyncio.get_running_loop()
