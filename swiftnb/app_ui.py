@@ -6,6 +6,7 @@ through the client layer (the widget's URL mode). So a tab opens in a second, ev
 tab shares the one engine (and batches with the others), and the model never loads
 in a tab's kernel.
 """
+import os
 import socket
 import subprocess
 import sys
@@ -30,9 +31,19 @@ def chat_notebook(url: str, model: Optional[str], system: Optional[str], setting
     return notebook
 
 
+TEMPLATE_ROOT = Path(__file__).with_name('app_ui_template')  # holds voila/templates/swiftnb-app
+
+
 def voila_command(notebook: Path, host: str, port: int) -> list[str]:
     return [sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}', f'--Voila.ip={host}',
-            '--theme=light', '--show_tracebacks=False']
+            '--theme=light', '--show_tracebacks=False', '--template=swiftnb-app']
+
+
+def voila_env() -> dict:
+    """The environment Voila runs in: its template search path holds swiftnb's template (Voila's lab template less
+    its CDN links) ahead of the user's."""
+    paths = [str(TEMPLATE_ROOT), *filter(None, os.environ.get('JUPYTER_PATH', '').split(os.pathsep))]
+    return {**os.environ, 'JUPYTER_PATH': os.pathsep.join(paths)}
 
 
 def serve_app(url: str, model: Optional[str], system: Optional[str], settings: dict, host: str, port: int,
@@ -43,7 +54,8 @@ def serve_app(url: str, model: Optional[str], system: Optional[str], settings: d
         nbformat.write(chat_notebook(url, model, system, settings), path)
         log_path = Path(folder) / 'voila.log'  # Voila's log lines would bury the one line that matters
         with open(log_path, 'w') as log:
-            voila = subprocess.Popen(voila_command(path, host, port), stdout=log, stderr=subprocess.STDOUT)
+            voila = subprocess.Popen(voila_command(path, host, port), stdout=log, stderr=subprocess.STDOUT,
+                                     env=voila_env())
             try:
                 page = f'http://{host}:{port}/'
                 while not _listening(host, port):

@@ -32,7 +32,12 @@ def test_app_ui_chats_in_a_browser_tab(pt_engine, tmp_path):
             line + proc.stderr.read()[-3000:] if proc.poll() is not None else line
         expected = direct_answer(pt_engine, 'who are you?', adapter='kakarot', max_new_tokens=64)
         with chromium_page() as page:
+            remote, errors = [], []  # the page must work offline: nothing fetched from elsewhere, no console error
+            local = ('http://127.0.0.1', 'ws://127.0.0.1', 'blob:http://127.0.0.1', 'data:')
+            page.on('request', lambda r: None if r.url.startswith(local) else remote.append(r.url))
+            page.on('console', lambda m: errors.append(m.text) if m.type == 'error' else None)
             page.goto(f'http://127.0.0.1:{port}/')
+            page.locator('h2', has_text='swiftnb chat: default-lora').wait_for()  # the page's heading
             prompt = page.locator('textarea.swiftnb-prompt')
             assert page.locator('.swiftnb-chat select').input_value() == 'default-lora'
             prompt.fill('who are you?')
@@ -41,6 +46,7 @@ def test_app_ui_chats_in_a_browser_tab(pt_engine, tmp_path):
                                    arg=expected)
             assert page.locator('.swiftnb-answer p').inner_text() == expected
             page.screenshot(path=tmp_path / 'app_ui.png')
+            assert remote == [] and errors == [], (remote, errors)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert proc.stdout.read().strip() == 'swiftnb: stopped'
