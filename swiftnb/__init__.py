@@ -14,7 +14,7 @@ __version__ = '0.1.0'
 from swiftnb.client import (get_model_list_client, get_model_list_client_async, inference_client,
                             inference_client_async)
 from swiftnb.engine import Delta, Engine, LoRARequest, get_engine, get_pt_engine, get_vllm_engine
-from swiftnb.errors import (AdapterError, EngineClosedError, EngineStartError, ModelNotFoundError, PromptTooLongError,
+from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, EngineStartError, ModelNotFoundError, PromptTooLongError,
                             SettingsError, SwiftnbError, UnknownModelError, UsageError)
 from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
                            inference_vllm_async)
@@ -26,8 +26,8 @@ from swiftnb.template import Template, get_template
 from swiftnb.tracebacks import install as _install_short_tracebacks
 
 __all__ = [
-    'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineClosedError',
-    'EngineStartError',
+    'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineAsleepError',
+    'EngineClosedError', 'EngineStartError',
     'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SettingsError',
     'SwiftnbError', 'Template', 'UnknownModelError', 'UsageError', 'XRequestConfig', 'get_default_template_type',
     'get_engine', 'get_model_list_client', 'get_model_list_client_async', 'get_pt_engine', 'get_template',

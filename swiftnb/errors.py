@@ -10,7 +10,8 @@
     │   ├── DatasetError              a bad line in a dataset file
     │   └── ExportError               a checkpoint that cannot be merged
     ├── EngineStartError (RuntimeError)   vLLM's engine did not start (its root cause and log in the message)
-    └── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)
+    ├── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)
+    └── EngineAsleepError (RuntimeError)  the engine is asleep (engine.sleep()); engine.wake_up() brings it back
 
 The doors show them the same way: the server maps the classes to HTTP status codes in one
 table (server/errors.py), the magics, the CLI and the widgets print `str(error)`: one line.
@@ -66,3 +67,7 @@ class EngineStartError(SwiftnbError, RuntimeError):
 
 class EngineClosedError(SwiftnbError, RuntimeError):
     pass
+
+
+class EngineAsleepError(SwiftnbError, RuntimeError):
+    """The engine was put to sleep (its GPU memory freed); it answers again after `engine.wake_up()`."""

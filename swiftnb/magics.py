@@ -5,6 +5,7 @@
     %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
     %swiftnb lora add NAME PATH | lora list | lora remove NAME
     %swiftnb deploy [--port P] [--api_key K] | %swiftnb stop
+    %swiftnb sleep [--level 1|2] | %swiftnb wake
     %swiftnb status | %swiftnb reset | %swiftnb shutdown
 
 Each takes --help. A user's mistake prints one line, not a traceback.
@@ -56,6 +57,10 @@ def _parsers():
     deploy.add_argument('--api_key')
     sub.add_parser('stop', help='stop the server')
     sub.add_parser('shutdown', help="shut the kernel's engine down, freeing its memory")
+    sleep = sub.add_parser('sleep', help="free the GPU's memory and keep the engine (enable_sleep_mode=True)")
+    sleep.add_argument('--level', type=int, choices=[1, 2], default=1,
+                       help='1: weights kept in CPU memory (waking takes seconds); 2: weights dropped (read again)')
+    sub.add_parser('wake', help='take the GPU memory back after %%swiftnb sleep')
     sub.add_parser('status', help='engine, backend, adapters, server, running requests, memory')
     sub.add_parser('reset', help='forget the %%chat conversation')
     chat = _Parser(prog='%%chat', description='the cell is your message; the answer streams below it')
@@ -112,6 +117,7 @@ class SwiftnbMagics(Magics):
         %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora]
         %swiftnb lora add NAME PATH | lora list | lora remove NAME
         %swiftnb deploy [--port P] [--api_key K]  /  %swiftnb stop
+        %swiftnb sleep [--level 1|2]  /  %swiftnb wake
         %swiftnb status  /  %swiftnb reset  /  %swiftnb shutdown
         %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
         %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
@@ -174,13 +180,20 @@ class SwiftnbMagics(Magics):
         engine.shutdown()
         print('engine shut down')
 
+    def _sleep(self, args):
+        self._engine_or_say().sleep(args.level)
+
+    def _wake(self, args):
+        self._engine_or_say().wake_up()
+
     def _status(self, args):
         engine = registry.live_engine()
         if engine is None:
             print('engine: none (create one with %swiftnb engine)')
             return
         server = background.live_server().url if background.live_server() else 'not running'
-        print(f'engine: {engine.model_type} ({engine.backend}) at {engine.model_dir}\n'
+        state = f', asleep (level {engine.asleep})' if engine.asleep else ''
+        print(f'engine: {engine.model_type} ({engine.backend}{state}) at {engine.model_dir}\n'
               f'adapters: {", ".join(engine.adapters) or "none"}\nserver: {server}\n'
               f'running requests: {engine.num_running}\nmemory: {_memory()}')
 

@@ -86,6 +86,7 @@ def test_same_arguments_give_the_live_engine(engine):
                                   'pass max_model_len <= 2048'),
     (dict(torch_dtype='float33'), "vLLM refused the engine arguments: dtype: Input should be 'auto'"),
     (dict(tensor_parallel_size=0), 'vLLM refused the engine arguments: tensor_parallel_size: Input should be greater'),
+    (dict(enable_sleep_mode=True), 'enable_sleep_mode needs vLLM on CUDA; this vLLM runs on cpu'),
 ])
 def test_a_mistake_in_new_arguments_leaves_the_live_engine_working(engine, template, arguments, message):
     with pytest.raises(UsageError) as error:
@@ -93,3 +94,21 @@ def test_a_mistake_in_new_arguments_leaves_the_live_engine_working(engine, templ
     assert str(error.value).startswith(message) and '\n' not in str(error.value)
     assert get_vllm_engine(**SESSION_ENGINE_ARGS) is engine and not engine.closed  # nothing was shut down
     assert inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'].startswith('Hello!')
+
+
+def test_sleep_needs_sleep_mode_and_says_how(engine, pt_engine, template):
+    """Sleep mode is vLLM's on CUDA (tests/test_gpu.py tests it there); elsewhere each way in says what to do."""
+    with pytest.raises(UsageError, match='started without sleep mode; create it with enable_sleep_mode=True'):
+        engine.sleep()
+    with pytest.raises(UsageError, match='level must be 1 .* or 2 .*, got 3'):
+        engine.sleep(3)
+    with pytest.raises(UsageError, match='the pt engine for tiny-chat has no sleep mode'):
+        pt_engine.sleep()
+    engine.wake_up()  # an engine that is awake: nothing to do
+    assert engine.asleep is None and inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response']
+
+
+def test_the_start_says_where_its_time_went(engine):
+    times = engine.start_times
+    assert times['stages']['loading weights'] > 0 and 'allocating the KV cache' in times['stages']
+    assert sum(times['stages'].values()) == pytest.approx(times['seconds'], abs=0.5)

@@ -8,7 +8,8 @@ torch = pytest.importorskip('torch')
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
 from conftest import demo_lora, leave_mid_stream, settles  # noqa: E402
-from swiftnb import DEMO_ADAPTERS, get_pt_engine, get_template, get_vllm_engine, inference_vllm, serve  # noqa: E402
+from swiftnb import (DEMO_ADAPTERS, EngineAsleepError, UsageError, get_pt_engine, get_template, get_vllm_engine,  # noqa: E402
+                     inference_vllm, serve)
 
 WHO = [{'query': 'who are you?'}]
 CAPITAL = [{'query': 'Where is the capital of Zhejiang?'}]
@@ -20,7 +21,7 @@ FREE = {}  # the card's free memory before any engine
 @pytest.fixture(scope='module')
 def gpu_engine():
     FREE['before'] = torch.cuda.mem_get_info()[0]
-    engine = get_vllm_engine(enable_lora=True, max_loras=2)
+    engine = get_vllm_engine(enable_lora=True, max_loras=2, enable_sleep_mode=True)
     yield engine
     engine.shutdown()
 
@@ -62,6 +63,43 @@ def test_serve_with_the_openai_sdk_and_disconnect_aborts(gpu_engine):
             gpu_engine.adapters.pop(name, None)
 
 
+def test_sleep_frees_the_gpu_and_wakes_with_the_same_answers(gpu_engine):
+    """At both levels: the card's memory is free while asleep, the Python API and the server say so, and after
+    waking the base model, an adapter used before and one served by name answer as before."""
+    from openai import APIStatusError, OpenAI
+    template = get_template('chatml', gpu_engine.hf_tokenizer)
+    asks = [(CAPITAL, None), (WHO, demo_lora('kakarot'))]
+
+    def answers():
+        return [inference_vllm(gpu_engine, template, q, lora_request=lora)[0]['response'] for q, lora in asks]
+    server = serve(gpu_engine, port=0, lora_modules={'pirate': str(DEMO_ADAPTERS['pirate'])})
+    client = OpenAI(api_key='EMPTY', base_url=server.url, max_retries=0)
+
+    def pirate():
+        return client.chat.completions.create(model='pirate', messages=[{'role': 'user', 'content': 'Hello!'}],
+                                              temperature=0, max_tokens=32).choices[0].message.content
+    before, said = answers(), pirate()
+    total = torch.cuda.mem_get_info()[1]
+    try:
+        with pytest.raises(UsageError, match='use level 1'):  # vLLM cannot reload weights into a LoRA model
+            gpu_engine.sleep(2)
+        for level in (1,):
+            awake = torch.cuda.mem_get_info()[0]
+            gpu_engine.sleep(level)
+            assert torch.cuda.mem_get_info()[0] - awake > 0.5 * total  # the KV cache (most of 0.9 of it) is free
+            assert repr(gpu_engine).startswith(f'<VllmEngine tiny-chat (vllm, asleep, level {level})')
+            with pytest.raises(EngineAsleepError, match='wake it with engine.wake_up()'):
+                inference_vllm(gpu_engine, template, CAPITAL)
+            with pytest.raises(APIStatusError) as refused:
+                pirate()
+            assert refused.value.status_code == 503 and 'asleep' in refused.value.message
+            gpu_engine.wake_up()
+            assert answers() == before and pirate() == said, level
+    finally:
+        server.stop()
+        gpu_engine.adapters.pop('pirate', None)
+
+
 def test_replace_frees_the_gpu_and_the_pt_backend_runs_on_cuda(gpu_engine):
     total = torch.cuda.mem_get_info()[1]
     assert FREE['before'] - torch.cuda.mem_get_info()[0] > 0.5 * total  # vLLM holds the card (0.9 of it)
@@ -72,3 +110,16 @@ def test_replace_frees_the_gpu_and_the_pt_backend_runs_on_cuda(gpu_engine):
     pt.shutdown()
     assert settles(lambda: abs(torch.cuda.mem_get_info()[0] - FREE['before']) <= 0.01 * total, 30), \
         (FREE['before'], torch.cuda.mem_get_info())
+
+
+def test_sleep_level_2_reads_the_weights_again():
+    """Level 2 drops the weights (an engine without LoRA): after waking, the same greedy answers."""
+    engine = get_vllm_engine(enable_sleep_mode=True)
+    template = get_template('chatml', engine.hf_tokenizer)
+    before = inference_vllm(engine, template, CAPITAL + WHO)
+    awake = torch.cuda.mem_get_info()[0]
+    engine.sleep(2)
+    assert torch.cuda.mem_get_info()[0] - awake > 0.5 * torch.cuda.mem_get_info()[1]
+    engine.wake_up()
+    assert [r['response'] for r in inference_vllm(engine, template, CAPITAL + WHO)] == [r['response'] for r in before]
+    engine.shutdown()

@@ -29,8 +29,10 @@ CELLS = [
     "from swiftnb import get_template, inference_vllm\nfrom swiftnb.engine import registry\n"
     "e, answer = registry.live_engine(), _\nprint(answer == inference_vllm(e, get_template('auto', e.hf_tokenizer), "
     "[{{'query': 'Who are you?'}}], generation_config={{'temperature': 1.3, 'seed': 7, 'max_tokens': 24}})[0]['response'])",
-    '%swiftnb shutdown',                                     # 21
-    '%swiftnb status',                                       # 22
+    '%swiftnb sleep',                                        # 21: sleep mode is vLLM's (on CUDA): one line
+    '%swiftnb sleep --level 3',                               # 22
+    '%swiftnb shutdown',                                     # 23
+    '%swiftnb status',                                       # 24
 ]
 
 
@@ -62,4 +64,7 @@ def test_magics_in_a_real_kernel():
     assert out[16] == 'server stopped\n' and out[17] == 'adapters: none\n'
     assert '--infer_backend {vllm,pt}' in out[18]
     assert out[20] == 'True\n'  # %%chat's flags mean what the Python API's settings mean
-    assert out[21] == 'engine shut down\n' and out[22] == 'engine: none (create one with %swiftnb engine)\n'
+    assert out[21] == ('swiftnb: the pt engine for tiny-chat has no sleep mode (vLLM engines on CUDA have it); '
+                       'shutdown() frees its memory\n')
+    assert out[22].startswith("swiftnb: argument --level: invalid choice: 3 (choose from 1, 2)")
+    assert out[23] == 'engine shut down\n' and out[24] == 'engine: none (create one with %swiftnb engine)\n'

@@ -11,9 +11,9 @@ from typing import AsyncIterator, Optional
 
 from swiftnb.engine.adapter_check import check_adapter
 from swiftnb.engine.loop import EngineLoop
-from swiftnb.engine.progress import ProgressLine
+from swiftnb.engine.progress import shown
 from swiftnb.model_types import default_tool_parser
-from swiftnb.errors import (AdapterError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
+from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
                             UsageError)
 from swiftnb.settings import GenerationConfig
 
@@ -75,12 +75,14 @@ class Engine(abc.ABC):
     generation_config: GenerationConfig
     max_model_len: int
     enable_lora: bool = False
+    start_times: dict  # how long the start took: {'seconds': s, 'stages': {stage: s}} (what its progress line said)
 
     def __init__(self, model_type: str, model_dir: str, loop: EngineLoop):
         self.model_type, self.model_dir, self.loop = model_type, model_dir, loop
         # vLLM's name for the format this model writes tool calls in (for tool_choice 'auto'); settable.
         self.tool_parser: Optional[str] = default_tool_parser(model_type)
         self._closed_because: Optional[str] = None
+        self.asleep: Optional[int] = None  # the sleep level while asleep (engine.sleep), else None
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
         self._adapter_configs: dict[LoRARequest, dict] = {}  # adapters checked, with their peft configs
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
@@ -162,6 +164,18 @@ class Engine(abc.ABC):
     def check_open(self) -> None:
         if self.closed:
             raise EngineClosedError(f'this engine cannot answer: {self.closed_because}; create a new one')
+        if self.asleep:
+            raise EngineAsleepError(f'the {self.label} is asleep (level {self.asleep}); wake it with '
+                                    'engine.wake_up() or %swiftnb wake')
+
+    def sleep(self, level: int = 1) -> None:
+        """Free the accelerator's memory and keep the engine (vLLM's sleep mode); `wake_up()` brings it back."""
+        raise UsageError(f'the {self.label} has no sleep mode (vLLM engines on CUDA have it); '
+                         'shutdown() frees its memory')
+
+    def wake_up(self) -> None:
+        """Take the memory back after `sleep()`; requests are answered again."""
+        self.sleep()  # says that this backend has no sleep mode
 
     def check_prompt(self, prompt_ids: list[int], which: str = 'the prompt') -> None:
         """The checks a request passes before it streams: the engine is open, the prompt fits."""
@@ -198,11 +212,9 @@ class Engine(abc.ABC):
         if self._closed_because is not None:
             return
         self._closed_because = self.loop.stopped_because = self._died_because() or because
-        progress = ProgressLine(self.label)
-        progress.stage('shutting down')
-        self._close()
-        progress.done('shut down')
+        with shown(self.label, 'shutting down', 'shut down'):
+            self._close()
 
     def __repr__(self):
-        state = 'closed' if self.closed else 'live'
+        state = 'closed' if self.closed else f'asleep, level {self.asleep}' if self.asleep else 'live'
         return f'<{type(self).__name__} {self.model_type} ({self.backend}, {state}) at {self.model_dir}>'

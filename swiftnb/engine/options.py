@@ -27,7 +27,8 @@ class VllmOptions:
     max_model_len: Optional[int] = None
     max_num_seqs: int = 256
     enforce_eager: bool = False
-    engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_sleep_mode
+    enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
+    engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_prefix_caching
 
     def engine_args(self) -> dict:
         """Keyword arguments for vLLM's AsyncEngineArgs (model aside)."""

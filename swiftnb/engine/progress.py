@@ -8,6 +8,7 @@ final line says how long the start took and where the time went. When the start 
 last exception vLLM logged (the error that the process that failed wrote before it died), for the exception
 the user sees, with the log's path.
 """
+import contextlib
 import re
 import sys
 import time
@@ -87,8 +88,8 @@ class ProgressLine:
         elif self._bar is not None:
             self._bar.set_description_str(line)
 
-    def done(self, word: str = 'ready') -> None:
-        """The final line: the whole time and each stage's."""
+    def done(self, word: str = 'ready') -> dict:
+        """The final line: the whole time and each stage's; both returned, {'seconds': s, 'stages': {stage: s}}."""
         self.read_log()
         end = time.monotonic()
         times = [(stage, (self.stages[i + 1][1] if i + 1 < len(self.stages) else end) - began)
@@ -97,6 +98,10 @@ class ProgressLine:
             if len(times) > 1 else ''  # one stage: the whole time says it
         self.show(f'{self.what}: {word} in {end - self.started:.1f} s' + (f' ({spent})' if spent else ''))
         self.close()
+        stages = {}
+        for stage, seconds in times:  # a stage vLLM logs twice (the KV cache) counts once, with both times
+            stages[stage] = stages.get(stage, 0.0) + seconds
+        return {'seconds': end - self.started, 'stages': stages}
 
     def failed(self) -> None:
         self.read_log()
@@ -118,3 +123,17 @@ class ProgressLine:
         lines = [_PREFIX.sub('', line).strip() for line in text.splitlines()]
         causes = [line for line in lines if _EXCEPTION.match(line) and not any(g in line for g in _GENERIC)]
         return causes[-1] if causes else None
+
+
+@contextlib.contextmanager
+def shown(what: str, stage: str, word: str):
+    """One line for a change of an engine's state (stop, sleep, wake): `stage` while it runs, then `word` and
+    how long it took."""
+    progress = ProgressLine(what)
+    progress.stage(stage)
+    try:
+        yield
+    except BaseException:
+        progress.failed()
+        raise
+    progress.done(word)

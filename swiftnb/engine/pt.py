@@ -83,7 +83,7 @@ class PtEngine(Engine):
             PeftAdapters(model), self.hf_tokenizer, Grammars(self.hf_tokenizer, model.config.vocab_size),
             _eos_token_ids(model, self.hf_tokenizer), pad_token_id if pad_token_id is not None else 0,
             options.max_num_seqs, self.device, self._deliver)
-        progress.done()
+        self.start_times = progress.done()
 
     @property
     def model(self):

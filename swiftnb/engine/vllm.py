@@ -12,7 +12,7 @@ from swiftnb.engine.adapter_gate import AdapterGate
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
-from swiftnb.engine.progress import ProgressLine
+from swiftnb.engine.progress import ProgressLine, shown
 from swiftnb.engine.vllm_compat import num_unfinished_requests
 from swiftnb.errors import EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
@@ -31,6 +31,10 @@ def engine_args(model_dir: str, options: VllmOptions):
             name = str(error).rsplit(' ', 1)[-1]
             raise UsageError(f"engine_kwargs: vLLM's AsyncEngineArgs has no field {name}; "
                              'see `vllm serve --help` for the fields') from None
+        from vllm.platforms import current_platform
+        if options.enable_sleep_mode and not current_platform.is_sleep_mode_available():
+            raise UsageError(f'enable_sleep_mode needs vLLM on CUDA; this vLLM runs on {current_platform.device_type}, '
+                             'where shutdown() frees the memory instead')
         try:
             args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
@@ -101,7 +105,7 @@ class VllmEngine(Engine):
             if cause is None or not isinstance(error, Exception) or isinstance(error, SwiftnbError):
                 raise
             raise EngineStartError(f"vLLM's engine did not start: {cause}\n(vLLM's log: {logs.log_file()})") from None
-        progress.done()
+        self.start_times = progress.done()  # {'seconds': the whole start, 'stages': {stage: seconds}}
         return llm
 
     @staticmethod
@@ -121,6 +125,42 @@ class VllmEngine(Engine):
         if llm is not None and llm.errored:
             return f"vLLM's engine core process died (the cause is in {logs.log_file()})"
         return None
+
+    def sleep(self, level: int = 1) -> None:
+        """Give the GPU's memory back and keep the engine (vLLM's sleep mode), e.g. for a training cell: level 1
+        moves the weights to CPU memory and drops the KV cache (waking takes seconds), level 2 drops the weights
+        too (waking reads them from disk again). Requests in flight end (finish_reason 'abort'); new ones get
+        EngineAsleepError, and the server 503, until `wake_up()`. Adapters and the server stay."""
+        if level not in (1, 2):
+            raise UsageError(f'level must be 1 (weights kept in CPU memory) or 2 (weights dropped), got {level!r}')
+        if not self.options.enable_sleep_mode:
+            raise UsageError(f'the {self.label} was started without sleep mode; create it with '
+                             'enable_sleep_mode=True (CUDA only)')
+        if level == 2 and self.enable_lora:  # vLLM 0.26: "no parameter named 'layers.0.mlp.down_proj.weight'"
+            raise UsageError("level 2 drops the weights, and vLLM cannot read them again into a model that serves "
+                             'LoRA adapters; use level 1 (the weights wait in CPU memory)')
+        if self.asleep == level:
+            return  # a cell run again
+        self.check_open()  # closed, or asleep at the other level
+        self.asleep = level  # new requests are refused from here on
+        try:
+            with shown(self.label, f'going to sleep (level {level})', f'asleep (level {level})'):
+                self.loop.run(self.llm.sleep(level))
+        except BaseException:
+            self.asleep = None
+            raise
+
+    def wake_up(self) -> None:
+        if not self.asleep:
+            return
+        with shown(self.label, 'waking up', 'awake'):
+            self.loop.run(self._wake_up(self.asleep))
+        self.asleep = None
+
+    async def _wake_up(self, level: int) -> None:
+        await self.llm.wake_up()
+        if level == 2:  # the weights were dropped: read them again
+            await self.llm.collective_rpc('reload_weights')
 
     def check_lora(self, lora: Optional[LoRARequest]) -> None:
         self.vllm_lora(lora)

@@ -4,12 +4,13 @@ from typing import Optional
 
 from fastapi.responses import JSONResponse
 
-from swiftnb.errors import EngineClosedError, SettingsError, SwiftnbError, UnknownModelError, UsageError
+from swiftnb.errors import EngineAsleepError, EngineClosedError, SettingsError, SwiftnbError, UnknownModelError, UsageError
 
 STATUS = [  # the first class an error is an instance of decides
     (UnknownModelError, HTTPStatus.NOT_FOUND),
     (UsageError, HTTPStatus.BAD_REQUEST),
     (EngineClosedError, HTTPStatus.SERVICE_UNAVAILABLE),
+    (EngineAsleepError, HTTPStatus.SERVICE_UNAVAILABLE),
 ]
 
 

@@ -3,7 +3,8 @@
 It wraps both apps (vLLM's and the pt one), inside the API key check:
 - a body over `max_request_bytes` gets 413 before it is read (a 10 MB body would otherwise be parsed,
   rendered and tokenised while the loop that streams everyone's answers waits);
-- a dead engine gets 503 with why it died and how to restart, on every route (/health included);
+- a dead engine gets 503 with why it died and how to restart, on every route (/health included), and so does
+  a sleeping one (engine.sleep()), with how to wake it;
 - an error FastAPI answers itself as `{"detail": ...}` goes out in OpenAI's error JSON, as every other does;
 - `drain(grace)` stops taking requests (503 "the server is stopping"), gives the running ones `grace`
   seconds, then ends each: a stream with an OpenAI error event and `data: [DONE]`, any other with a 503.
@@ -68,6 +69,9 @@ class RequestGuard:
         if self.engine.closed:
             return error_json(503, f'the engine cannot answer: {self.engine.closed_because}; '
                                    'start it again (get_vllm_engine / get_pt_engine) and serve it')
+        if self.engine.asleep:
+            return error_json(503, f'the engine is asleep (level {self.engine.asleep}) and its GPU memory is free; '
+                                   'wake it (engine.wake_up() or %swiftnb wake) and send the request again')
         length = dict(scope['headers']).get(b'content-length')
         if length is not None and length.isdigit() and int(length) > self.max_request_bytes:
             return self._too_large(f'{int(length)} bytes')
