@@ -23,19 +23,25 @@ def bench_queries(n):
     return [f'{q} ({i})' for i, q in zip(range(n), itertools.cycle(SEED_QUESTIONS))]
 
 
-def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None) -> dict:
-    """Median seconds of each path, their throughput ratio, and get_vllm_engine's reuse time (ms)."""
-    engine = get_vllm_engine(model_id_or_path=model)  # None: the embedded model
-    template = get_template('auto', engine.hf_tokenizer)
+def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None,
+            engine_options: Optional[dict] = None, queries: Optional[list] = None) -> dict:
+    """Median seconds of each path, their throughput ratio, and get_vllm_engine's reuse time (ms).
+    `engine_options`: get_vllm_engine's options, which LLM gets too (gpu_memory_utilization=0.4 where both share
+    a GPU); `queries`: the prompts' texts (default: the seed's questions, numbered); a model whose tokenizer has
+    no chat template gets them as plain text."""
+    engine_options = engine_options or {}
+    engine = get_vllm_engine(model_id_or_path=model, **engine_options)  # None: the embedded model
+    chat = getattr(engine.hf_tokenizer, 'chat_template', None) is not None
+    template = get_template('auto' if chat else 'default-generation', engine.hf_tokenizer)
     start = time.perf_counter()
-    assert get_vllm_engine(model_id_or_path=model) is engine
+    assert get_vllm_engine(model_id_or_path=model, **engine_options) is engine
     reuse_ms = (time.perf_counter() - start) * 1000
 
     from vllm import LLM, SamplingParams
     from swiftnb import logs
     with logs.quiet_fds():
-        llm = LLM(model=engine.model_dir, disable_log_stats=True)
-    requests = [{'query': q} for q in bench_queries(prompts)]
+        llm = LLM(model=engine.model_dir, disable_log_stats=True, **engine_options)
+    requests = [{'query': q} for q in (queries or bench_queries(prompts))]
     token_prompts = [{'prompt_token_ids': template.encode(r['query'])} for r in requests]
     config = {'max_new_tokens': new_tokens, 'ignore_eos': True}
     params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
@@ -55,7 +61,7 @@ def measure(prompts: int = 64, new_tokens: int = 128, reps: int = 3, model: Opti
             times[name].append(time.perf_counter() - start)
     llm.llm_engine.engine_core.shutdown()  # its engine core process; the next rows need the cores
     medians = {name: statistics.median(t) for name, t in times.items()}
-    return {'swiftnb_s': medians['swiftnb'], 'vllm_s': medians['vllm'], 'tokens': prompts * new_tokens,
+    return {'swiftnb_s': medians['swiftnb'], 'vllm_s': medians['vllm'], 'tokens': len(requests) * new_tokens,
             'ratio': medians['vllm'] / medians['swiftnb'], 'reuse_ms': reuse_ms}
 
 

@@ -28,29 +28,9 @@ import torch
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, GenerationConfig, LoRARequest, get_pt_engine, get_template
 from swiftnb import inference_vllm
 from swiftnb.engine.base import Choice
+from random_model import random_qwen2
 
 QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', "What to do if I can't fall asleep?"]
-QWEN2_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
-                 tie_word_embeddings=True)
-
-
-def random_qwen2(folder: Path) -> tuple[Path, dict]:
-    """Qwen2-0.5B's shape with random weights, the demo tokenizer, and two random LoRA adapters."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, bos_token_id=0, eos_token_id=2, pad_token_id=0))
-    model.to(torch.bfloat16).save_pretrained(folder / 'model')
-    AutoTokenizer.from_pretrained(DEMO_MODEL_DIR).save_pretrained(folder / 'model')
-    adapters = {}
-    for seed, name in enumerate(['lora-a', 'lora-b']):
-        torch.manual_seed(100 + seed)
-        peft_model = get_peft_model(Qwen2ForCausalLM(model.config), LoraConfig(
-            r=8, lora_alpha=32, target_modules=['q_proj', 'v_proj', 'o_proj'], init_lora_weights=False))
-        peft_model.save_pretrained(folder / name)
-        adapters[name] = str(folder / name)
-    return folder / 'model', adapters
 
 
 def plain_generate(model, prompts, new_tokens):
@@ -183,7 +163,7 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix='swiftnb-bench-'))
     model_dir, adapters = str(DEMO_MODEL_DIR), {name: str(path) for name, path in DEMO_ADAPTERS.items()}
     if args.model == 'qwen2-0.5b-random':
-        model_dir, adapters = random_qwen2(folder)
+        model_dir, adapters = random_qwen2(folder, '0.5b', tokenizer='demo', adapters=['lora-a', 'lora-b'])
     cuda = args.device.startswith('cuda')
     before = torch.cuda.memory_allocated() if cuda else 0
     dtype = None if args.dtype == 'auto' else args.dtype

@@ -1,15 +1,20 @@
 """Serving: swiftnb's server vs vLLM's own OpenAI server, with vLLM's own serving benchmark.
 
     .venv/bin/python bench/bench_serving.py [--concurrency 16 64] [--reps 2] [--num_prompts 64]
+                                            [--input_len 64] [--output_len 128] [--seconds S] [--profile DIR]
 
 Both servers run the same model (the embedded tiny-chat unless --model) with the same engine
 settings, side by side; runs alternate between them. The workload is vLLM's `random` dataset,
-input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s and median
-TTFT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT no worse).
+input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
+TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse).
+--seconds S sizes each run to last about S seconds (from a first run at that concurrency) instead of
+--num_prompts; --profile DIR adds one run per server at the highest concurrency under py-spy (raw stacks
+of every thread of the server process into DIR), outside the measured runs.
 """
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -22,7 +27,7 @@ import httpx
 
 from swiftnb import DEMO_MODEL_DIR
 
-BIN = Path(sys.executable).parent
+SERVED_NAME = 'tiny-chat'  # both servers serve the model under this name
 
 
 def free_port() -> int:
@@ -33,6 +38,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(cmd: list, port: int, log: Path):
+    """The server process, once /health answers."""
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get('VLLM_CPU_KVCACHE_SPACE', '2'))
     with open(log, 'w') as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -45,54 +51,105 @@ def running(cmd: list, port: int, log: Path):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f'{cmd[0]} did not start; see {log}')
             time.sleep(1)
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(60)
 
 
-def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int) -> dict:
+def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int, input_len: int = 64,
+                  output_len: int = 128) -> dict:
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
     args = parser.parse_args([
-        '--backend', 'openai', '--base-url', f'http://127.0.0.1:{port}', '--model', 'tiny-chat',
-        '--tokenizer', model_dir, '--dataset-name', 'random', '--random-input-len', '64',
-        '--random-output-len', '128', '--num-prompts', str(num_prompts), '--ignore-eos',
+        '--backend', 'openai', '--base-url', f'http://127.0.0.1:{port}', '--model', SERVED_NAME,
+        '--tokenizer', model_dir, '--dataset-name', 'random', '--random-input-len', str(input_len),
+        '--random-output-len', str(output_len), '--num-prompts', str(num_prompts), '--ignore-eos',
         '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', '0'])
     with contextlib.redirect_stdout(open(os.devnull, 'w')):
         result = main(args)
-    return {'tok/s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms']}
+    return {'tok/s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms'],
+            'tpot_ms': result['median_tpot_ms'], 'seconds': result['duration']}
+
+
+def flags(engine_args: dict, dash: str) -> list:
+    """{'gpu_memory_utilization': 0.4} as command-line flags, vLLM's (dash '-') or swiftnb deploy's ('_')."""
+    return [item for name, value in engine_args.items() for item in (f'--{name.replace("_", dash)}', str(value))]
+
+
+def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: Path):
+    """One benchmark run with py-spy sampling every thread of the server process; its raw stacks go to `out`."""
+    spy = subprocess.Popen(['py-spy', 'record', '--pid', str(proc.pid), '--rate', '100', '--nonblocking',
+                            '--format', 'raw', '--output', str(out)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT)
+    time.sleep(1)  # attached
+    try:
+        return run_benchmark(port, model_dir, concurrency, num_prompts, *lengths)
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        spy.wait(60)
 
 
 def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: Optional[str] = None,
-            progress=print) -> list[dict]:
-    """Per concurrency: median output tokens/s and median TTFT of each server."""
+            progress=print, input_len: int = 64, output_len: int = 128, seconds: Optional[float] = None,
+            engine_args: Optional[dict] = None, profile: Optional[Path] = None, on_row=None) -> list[dict]:
+    """Per concurrency: median output tokens/s, TTFT and TPOT of each server. `seconds`: size each run to last
+    about that long (from a first run at that concurrency); `engine_args`: vLLM engine arguments both servers
+    start with; `profile`: a folder for one py-spy profiled run per server at the highest concurrency; `on_row`: called
+    with each concurrency's row as soon as it is measured."""
     model = model or str(DEMO_MODEL_DIR)
+    engine_args = engine_args or {}
+    lengths = (input_len, output_len)
     vllm_port, ours_port = free_port(), free_port()
     vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
-                '--served-model-name', 'tiny-chat', '--port', str(vllm_port)]  # defaults, as `vllm serve`
-    ours_cmd = [str(BIN / 'swiftnb'), 'deploy', '--model_id_or_path', model, '--served_model_name',
-                'tiny-chat', '--port', str(ours_port)]
+                '--served-model-name', SERVED_NAME, '--port', str(vllm_port),
+                *flags(engine_args, '-')]  # otherwise vLLM's defaults, as `vllm serve`
+    ours_cmd = [sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name',
+                SERVED_NAME, '--port', str(ours_port), *flags(engine_args, '_')]
     logs = Path(os.environ.get('TMPDIR', '/tmp'))
     rows = []
-    with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log'), \
-            running(ours_cmd, ours_port, logs / 'bench-swiftnb-server.log'):
-        for port in (vllm_port, ours_port):  # warm-up both
-            run_benchmark(port, model, 4, 8)
+    with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log') as vllm_proc, \
+            running(ours_cmd, ours_port, logs / 'bench-swiftnb-server.log') as ours_proc:
+        servers = {'vllm': (vllm_port, vllm_proc), 'swiftnb': (ours_port, ours_proc)}
+        for port, _ in servers.values():  # warm-up both
+            run_benchmark(port, model, 4, 8, *lengths)
         for c in concurrency:
-            samples = {'vllm': [], 'swiftnb': []}
+            prompts = num_prompts
+            if seconds is not None:  # a first run at this concurrency says how many prompts last `seconds`
+                probe = max(8, 2 * c)
+                took = run_benchmark(vllm_port, model, c, probe, *lengths)['seconds']
+                prompts = max(probe, c * round(probe / c * seconds / took))
+            samples = {name: [] for name in servers}
             for _ in range(reps):
-                for name, port in (('vllm', vllm_port), ('swiftnb', ours_port)):
-                    samples[name].append(run_benchmark(port, model, c, num_prompts))
-                    progress(f'c={c} {name} server: {samples[name][-1]}')
-            row = {'concurrency': c}
+                for name, (port, _) in servers.items():
+                    samples[name].append(run_benchmark(port, model, c, prompts, *lengths))
+                    progress(f'c={c} {name} server, {prompts} prompts: {samples[name][-1]}')
+            row = {'concurrency': c, 'prompts': prompts}
             for name, runs in samples.items():
-                row[f'{name}_tok_s'] = statistics.median(s['tok/s'] for s in runs)
-                row[f'{name}_ttft_ms'] = statistics.median(s['ttft_ms'] for s in runs)
+                for key in ('tok/s', 'ttft_ms', 'tpot_ms'):
+                    row[f'{name}_{key.replace("tok/s", "tok_s")}'] = statistics.median(s[key] for s in runs)
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for name, (port, proc) in servers.items():
+                result = profiled_run(proc, port, model, rows[-1]['concurrency'], rows[-1]['prompts'], lengths,
+                                      profile / f'{name}_c{rows[-1]["concurrency"]}.txt')
+                progress(f'profiled c={rows[-1]["concurrency"]} {name} server: {result}')
     return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f'{"concurrency":>11} | {"prompts":>7} | {"vLLM tok/s":>10} | {"swiftnb tok/s":>13} | {"ratio":>5} | '
+             f'{"TTFT ms vLLM / ours":>19} | {"TPOT ms vLLM / ours":>19}']
+    for r in rows:
+        lines.append(f'{r["concurrency"]:>11} | {r["prompts"]:>7} | {r["vllm_tok_s"]:10.1f} | {r["swiftnb_tok_s"]:13.1f} | '
+                     f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:5.2f} | {r["vllm_ttft_ms"]:8.1f} / {r["swiftnb_ttft_ms"]:8.1f} | '
+                     f'{r["vllm_tpot_ms"]:8.2f} / {r["swiftnb_tpot_ms"]:8.2f}')
+    return '\n'.join(lines)
 
 
 def main():
@@ -101,13 +158,14 @@ def main():
     parser.add_argument('--concurrency', type=int, nargs='+', default=[16, 64])
     parser.add_argument('--reps', type=int, default=2)
     parser.add_argument('--num_prompts', type=int, default=64)
+    parser.add_argument('--input_len', type=int, default=64)
+    parser.add_argument('--output_len', type=int, default=128)
+    parser.add_argument('--seconds', type=float, help='size each run to last about this long')
+    parser.add_argument('--profile', type=Path, help='a folder for py-spy profiles at the highest concurrency')
     args = parser.parse_args()
-    rows = measure(args.concurrency, args.reps, args.num_prompts, args.model)
-    print(f'\n{"concurrency":>11} | {"vLLM tok/s":>10} | {"swiftnb tok/s":>13} | {"ratio":>5} | '
-          f'{"vLLM TTFT ms":>12} | {"swiftnb TTFT ms":>15}')
-    for r in rows:
-        print(f'{r["concurrency"]:>11} | {r["vllm_tok_s"]:10.1f} | {r["swiftnb_tok_s"]:13.1f} | '
-              f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:5.2f} | {r["vllm_ttft_ms"]:12.1f} | {r["swiftnb_ttft_ms"]:15.1f}')
+    rows = measure(args.concurrency, args.reps, args.num_prompts, args.model, input_len=args.input_len,
+                   output_len=args.output_len, seconds=args.seconds, profile=args.profile)
+    print('\n' + table(rows))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,176 @@
+"""`make bench` on a CUDA machine: each GPU row against its peer in the same run, as one table.
+
+    python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20]
+                            [--concurrency 1 16 64 256] [--reps 2] [--profile] [--out DIR]
+
+Rows:
+  start    two "kernels" in turn (fresh processes; vLLM's compile caches empty for the first, kept for the
+           second) run `get_vllm_engine()` on the embedded model: the time from `import swiftnb` to a ready
+           engine, where the progress line says it went, and whether vLLM loaded its compiled graphs from
+           its cache; then the same with enforce_eager=True
+  sleep    the first random-weight model with enable_sleep_mode: sleep and wake at levels 1 and 2 and the memory
+           it frees, against the engine's start (tests/test_gpu.py checks the answers after waking, on the trained
+           demo model: random bf16 weights give near-ties that flip from one run to the next)
+  batch    inference_vllm vs vLLM's LLM.generate on the first random-weight model (bench_batch)
+  serving  swiftnb's server vs vLLM's own on each random-weight model: vLLM's serving benchmark, random 128
+           tokens in / 256 out, ignore_eos, runs of about --seconds, alternating (bench_serving); --profile: one
+           more run per server at the highest concurrency under py-spy (first model)
+The random-weight models are Qwen2-0.5B's and -1.5B's configurations (bench/random_model.py). Engines that
+share the card (batch, serving) each take 0.4 of it. Writes DIR/gpu_bench.json and DIR/gpu_bench.md.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from random_model import random_qwen2, random_words  # noqa: E402
+
+SHARED = {'gpu_memory_utilization': 0.4}  # two engines on one card
+BATCH = dict(prompts=256, prompt_tokens=128, new_tokens=256, reps=3)
+START = '''
+import json, sys, time
+began = time.perf_counter()
+from swiftnb import get_vllm_engine, logs
+engine = get_vllm_engine(**json.loads(sys.argv[1]))
+ready = time.perf_counter() - began
+log = logs.log_file().read_text(errors='replace')
+cache = 'load failed' if 'due to a load failure' in log else 'loaded' if 'Directly load' in log else 'none'
+print(json.dumps({'wall_s': ready, 'compile_cache': cache, **engine.start_times}))
+engine.shutdown()
+'''
+
+
+def start_row(out: list) -> None:
+    """First and second kernel start on the embedded model, with and without torch.compile and CUDA graphs."""
+    cache = tempfile.mkdtemp(prefix='swiftnb-vllm-cache-')
+    env = dict(os.environ, VLLM_CACHE_ROOT=cache, TRITON_CACHE_DIR=os.path.join(cache, 'triton'))
+    for options, kernel in (({}, 'first'), ({}, 'second'), ({'enforce_eager': True}, 'second')):
+        run = subprocess.run([sys.executable, '-c', START, json.dumps(options)], env=env, capture_output=True,
+                             text=True, timeout=400)
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr[-3000:])
+        figures = json.loads(run.stdout.strip().splitlines()[-1])
+        out.append({'row': 'start', 'kernel': kernel, 'options': options, **figures})
+        print(out[-1], flush=True)
+
+
+def sleep_row(model_dir: Path, out: list) -> None:
+    import torch
+    from swiftnb import get_vllm_engine
+    engine = get_vllm_engine(model_id_or_path=str(model_dir), enable_sleep_mode=True)
+    free = {'awake': torch.cuda.mem_get_info()[0]}
+    for level in (1, 2):
+        began = time.perf_counter()
+        engine.sleep(level)
+        asleep_s, free[f'asleep {level}'] = time.perf_counter() - began, torch.cuda.mem_get_info()[0]
+        began = time.perf_counter()
+        engine.wake_up()
+        wake_s = time.perf_counter() - began
+        out.append({'row': 'sleep', 'level': level, 'sleep_s': asleep_s, 'wake_s': wake_s,
+                    'freed_gib': (free[f'asleep {level}'] - free['awake']) / 2**30,
+                    'engine_start_s': engine.start_times['seconds']})
+        print(out[-1], flush=True)
+    engine.shutdown()
+
+
+def batch_row(model_dir: Path, out: list) -> None:
+    import bench_batch
+    from transformers import AutoTokenizer
+    from swiftnb.engine import registry
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    queries = [random_words(tokenizer, BATCH['prompt_tokens'], seed) for seed in range(BATCH['prompts'])]
+    figures = bench_batch.measure(prompts=len(queries), new_tokens=BATCH['new_tokens'], reps=BATCH['reps'],
+                                  model=str(model_dir), engine_options=SHARED, queries=queries)
+    registry.live_engine().shutdown()
+    out.append({'row': 'batch', 'model': model_dir.parent.name, **figures})
+    print(out[-1], flush=True)
+
+
+def serving_rows(model_dir: Path, args, out: list, save) -> None:
+    import bench_serving
+    first = model_dir.parent.name == args.sizes[0]  # profiled once: what comes back from the machine is limited
+    profile = Path(args.out) / f'profile-{model_dir.parent.name}' if args.profile and first else None
+
+    def keep(row):  # each concurrency's row is saved as it comes
+        out.append({'row': 'serving', 'model': model_dir.parent.name, **row})
+        save()
+    rows = bench_serving.measure(args.concurrency, args.reps, model=str(model_dir), input_len=128, output_len=256,
+                                 seconds=args.seconds, engine_args=SHARED, profile=profile, on_row=keep)
+    print(bench_serving.table(rows), flush=True)
+
+
+def markdown(out: list, header: str) -> str:
+    lines = [header, '', '| row | what | swiftnb | peer | ratio |', '| --- | --- | --- | --- | --- |']
+    for r in out:
+        if r['row'] == 'start':
+            stages = ', '.join(f'{k} {v:.1f} s' for k, v in r['stages'].items())
+            lines.append(f'| start | {r["kernel"]} kernel {r["options"] or ""} | {r["wall_s"]:.1f} s from import '
+                         f'(engine {r["seconds"]:.1f} s: {stages}); compile cache: {r["compile_cache"]} | | |')
+        elif r['row'] == 'sleep':
+            lines.append(f'| sleep | level {r["level"]} | sleep {r["sleep_s"]:.2f} s, wake {r["wake_s"]:.2f} s, '
+                         f'{r["freed_gib"]:.1f} GiB freed | engine start '
+                         f'{r["engine_start_s"]:.1f} s | |')
+        elif r['row'] == 'batch':
+            lines.append(f'| batch | {r["model"]}, {r["tokens"]} tokens | {r["tokens"] / r["swiftnb_s"]:.0f} tok/s | '
+                         f'LLM.generate {r["tokens"] / r["vllm_s"]:.0f} tok/s | {r["ratio"]:.3f}x |')
+        else:
+            lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
+                         f'{r["swiftnb_tok_s"]:.0f} tok/s, TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
+                         f'{r["swiftnb_tpot_ms"]:.2f} ms | vLLM server {r["vllm_tok_s"]:.0f} tok/s, TTFT '
+                         f'{r["vllm_ttft_ms"]:.1f} ms, TPOT {r["vllm_tpot_ms"]:.2f} ms | '
+                         f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:.2f}x |')
+    return '\n'.join(lines) + '\n'
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--rows', nargs='+', default=['start', 'sleep', 'batch', 'serving'],
+                        choices=['start', 'sleep', 'batch', 'serving'])
+    parser.add_argument('--sizes', nargs='+', default=['0.5b', '1.5b'], choices=['0.5b', '1.5b'])
+    parser.add_argument('--seconds', type=float, default=20)
+    parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 16, 64, 256])
+    parser.add_argument('--reps', type=int, default=2)
+    parser.add_argument('--profile', action='store_true')
+    parser.add_argument('--out', default=os.environ.get('OUT', '.'))
+    args = parser.parse_args()
+    import torch
+    import vllm
+    header = (f'{torch.cuda.get_device_name()}, vLLM {vllm.__version__}, torch {torch.__version__}; '
+              f'`python bench/gpu_run.py {" ".join(sys.argv[1:])}`')
+    print(header, flush=True)
+    folder = Path(tempfile.mkdtemp(prefix='swiftnb-gpu-bench-'))
+    models = {size: random_qwen2(folder / size, size)[0] for size in args.sizes} \
+        if set(args.rows) - {'start'} else {}
+    out = []
+
+    def save():  # after every row: what was measured comes back even when a later row fails or runs out of time
+        Path(args.out, 'gpu_bench.json').write_text(json.dumps({'header': header, 'rows': out}, indent=1))
+        Path(args.out, 'gpu_bench.md').write_text(markdown(out, header))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops it: the servers stop in order
+    try:
+        if 'start' in args.rows:
+            start_row(out)
+            save()
+        if 'sleep' in args.rows:
+            sleep_row(models[args.sizes[0]], out)
+            save()
+        if 'batch' in args.rows:
+            batch_row(models[args.sizes[0]], out)
+            save()
+        if 'serving' in args.rows:
+            for model_dir in models.values():
+                serving_rows(model_dir, args, out, save)
+    finally:
+        save()
+        print(markdown(out, header), flush=True)
+
+
+if __name__ == '__main__':
+    main()
