@@ -193,6 +193,9 @@ class SwiftnbMagics(Magics):
             return
         server = background.live_server().url if background.live_server() else 'not running'
         state = f', asleep (level {engine.asleep})' if engine.asleep else ''
+        if engine.layout:
+            replicas = engine.requests_per_replica()
+            state += f', {engine.layout}' + (f'; requests finished per replica: {replicas}' if len(replicas) > 1 else '')
         print(f'engine: {engine.model_type} ({engine.backend}{state}) at {engine.model_dir}\n'
               f'adapters: {", ".join(engine.adapters) or "none"}\nserver: {server}\n'
               f'running requests: {engine.num_running}\nmemory: {_memory()}')

@@ -215,6 +215,16 @@ class Engine(abc.ABC):
         with shown(self.label, 'shutting down', 'shut down'):
             self._close()
 
+    @property
+    def layout(self) -> Optional[str]:
+        """How the model is spread over processes and devices, where it is: 'tensor parallel 2' ...; None for one."""
+        return None
+
+    def requests_per_replica(self) -> dict[int, int]:
+        """{replica: requests it finished} where the engine has replicas (vLLM's data parallel); {} otherwise."""
+        return {}
+
     def __repr__(self):
         state = 'closed' if self.closed else f'asleep, level {self.asleep}' if self.asleep else 'live'
-        return f'<{type(self).__name__} {self.model_type} ({self.backend}, {state}) at {self.model_dir}>'
+        layout = f', {self.layout}' if self.layout else ''
+        return f'<{type(self).__name__} {self.model_type} ({self.backend}, {state}{layout}) at {self.model_dir}>'

