@@ -14,8 +14,8 @@ __version__ = '0.1.0'
 from swiftnb.client import (get_model_list_client, get_model_list_client_async, inference_client,
                             inference_client_async)
 from swiftnb.engine import Delta, Engine, LoRARequest, get_engine, get_pt_engine, get_vllm_engine
-from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, EngineStartError, ModelNotFoundError, PromptTooLongError,
-                            SettingsError, SwiftnbError, UnknownModelError, UsageError)
+from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, EngineStartError, ModelNotFoundError,
+                            PromptTooLongError, SettingsError, SwiftnbError, UnknownModelError, UsageError)
 from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, inference_vllm,
                            inference_vllm_async)
 from swiftnb.logs import show_vllm_logs

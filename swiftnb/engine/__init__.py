@@ -16,10 +16,11 @@ def get_vllm_engine(model_type: Optional[str] = None, torch_dtype=None, *, model
     """A vLLM engine for a model type (default: the embedded 'tiny-chat') or a local path / hub id.
 
     Options (swiftnb.engine.options.VllmOptions): enable_lora, max_loras, max_lora_rank,
-    tensor_parallel_size, pipeline_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len, max_num_seqs,
-    enforce_eager, enable_sleep_mode (CUDA: engine.sleep() / engine.wake_up()), and engine_kwargs for any other field of vLLM's AsyncEngineArgs. Called again with
-    the same arguments it returns the live engine at once; with other arguments it shuts the live
-    engine down first.
+    tensor_parallel_size, pipeline_parallel_size, data_parallel_size, gpu_memory_utilization,
+    max_model_len, max_num_seqs, enforce_eager, enable_sleep_mode (CUDA: engine.sleep() /
+    engine.wake_up()), and engine_kwargs for any other field of vLLM's AsyncEngineArgs. Called again
+    with the same arguments it returns the live engine at once; with other arguments it shuts the
+    live engine down first.
     """
     options = make_options(VllmOptions, 'get_vllm_engine', torch_dtype, options)
     model_type, model_dir = resolve_model(model_type, model_id_or_path)

@@ -13,8 +13,8 @@ from swiftnb.engine.adapter_check import check_adapter
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.progress import shown
 from swiftnb.model_types import default_tool_parser
-from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, PromptTooLongError, SettingsError, UnknownModelError,
-                            UsageError)
+from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, PromptTooLongError, SettingsError,
+                            UnknownModelError, UsageError)
 from swiftnb.settings import GenerationConfig
 
 

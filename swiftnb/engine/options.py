@@ -31,6 +31,12 @@ class VllmOptions:
     enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
     engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_prefix_caching
 
+    def parallel_sizes(self) -> dict:
+        """{'tensor parallel': n, 'pipeline parallel': n, 'data parallel': n}, as vLLM gets them."""
+        args = self.engine_args()
+        return {kind: args.get(f'{kind.split()[0]}_parallel_size', 1)
+                for kind in ('tensor parallel', 'pipeline parallel', 'data parallel')}
+
     def engine_args(self) -> dict:
         """Keyword arguments for vLLM's AsyncEngineArgs (model aside)."""
         args = asdict(self)

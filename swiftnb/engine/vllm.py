@@ -3,6 +3,7 @@ import concurrent.futures
 import contextlib
 import gc
 import glob
+import math
 import os
 import sys
 from typing import AsyncIterator, Optional
@@ -124,10 +125,8 @@ class VllmEngine(Engine):
     @property
     def layout(self) -> Optional[str]:
         """'tensor parallel 2, data parallel 2 (4 ranks)': the sizes above 1; None for one rank."""
-        sizes = {'tensor parallel': self.options.tensor_parallel_size,
-                 'pipeline parallel': self.options.pipeline_parallel_size,
-                 'data parallel': self.options.data_parallel_size}
-        ranks = sizes['tensor parallel'] * sizes['pipeline parallel'] * sizes['data parallel']
+        sizes = self.options.parallel_sizes()
+        ranks = math.prod(sizes.values())
         if ranks == 1:
             return None
         return ', '.join(f'{name} {size}' for name, size in sizes.items() if size > 1) + f' ({ranks} ranks)'
