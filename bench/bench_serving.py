@@ -70,7 +70,7 @@ def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int,
         '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', '0'])
     with contextlib.redirect_stdout(open(os.devnull, 'w')):
         result = main(args)
-    return {'tok/s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms'],
+    return {'tok_s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms'],
             'tpot_ms': result['median_tpot_ms'], 'seconds': result['duration']}
 
 
@@ -128,8 +128,8 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                     progress(f'c={c} {name} server, {prompts} prompts: {samples[name][-1]}')
             row = {'concurrency': c, 'prompts': prompts}
             for name, runs in samples.items():
-                for key in ('tok/s', 'ttft_ms', 'tpot_ms'):
-                    row[f'{name}_{key.replace("tok/s", "tok_s")}'] = statistics.median(s[key] for s in runs)
+                for key in ('tok_s', 'ttft_ms', 'tpot_ms'):
+                    row[f'{name}_{key}'] = statistics.median(s[key] for s in runs)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
