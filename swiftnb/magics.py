@@ -195,7 +195,9 @@ class SwiftnbMagics(Magics):
         state = f', asleep (level {engine.asleep})' if engine.asleep else ''
         if engine.layout:
             replicas = engine.requests_per_replica()
-            state += f', {engine.layout}' + (f'; requests finished per replica: {replicas}' if len(replicas) > 1 else '')
+            state += f', {engine.layout}'
+            if len(replicas) > 1:
+                state += f'; requests finished per replica: {replicas}'
         print(f'engine: {engine.model_type} ({engine.backend}{state}) at {engine.model_dir}\n'
               f'adapters: {", ".join(engine.adapters) or "none"}\nserver: {server}\n'
               f'running requests: {engine.num_running}\nmemory: {_memory()}')

@@ -3,6 +3,7 @@
 `get_vllm_engine(**options)` and `get_pt_engine(**options)` fill them by field name; the registry
 tells two engines apart by them (equal options: the same engine), and the backends read them.
 """
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
@@ -36,6 +37,10 @@ class VllmOptions:
         args = self.engine_args()
         return {kind: args.get(f'{kind.split()[0]}_parallel_size', 1)
                 for kind in ('tensor parallel', 'pipeline parallel', 'data parallel')}
+
+    def ranks(self) -> int:
+        """The processes that hold a part or a copy of the model: the product of the parallel sizes."""
+        return math.prod(self.parallel_sizes().values())
 
     def engine_args(self) -> dict:
         """Keyword arguments for vLLM's AsyncEngineArgs (model aside)."""

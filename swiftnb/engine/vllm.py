@@ -3,7 +3,6 @@ import concurrent.futures
 import contextlib
 import gc
 import glob
-import math
 import os
 import sys
 from typing import AsyncIterator, Optional
@@ -95,7 +94,7 @@ class VllmEngine(Engine):
         progress = ProgressLine(self.label, None if logs.showing() else logs.log_file())
         log_start = progress.offset
         progress.stage('spawning the engine process')
-        future = self.loop.submit(self._start(args))
+        future = self.loop.submit(self._start(args, self.options.ranks()))
         try:
             while True:
                 try:
@@ -115,9 +114,8 @@ class VllmEngine(Engine):
         return llm
 
     @staticmethod
-    async def _start(args):
+    async def _start(args, ranks: int):
         from vllm.v1.engine.async_llm import AsyncLLM
-        ranks = args.tensor_parallel_size * args.pipeline_parallel_size * args.data_parallel_size
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(ranks):
             llm = AsyncLLM.from_engine_args(args)
         return llm
@@ -125,10 +123,10 @@ class VllmEngine(Engine):
     @property
     def layout(self) -> Optional[str]:
         """'tensor parallel 2, data parallel 2 (4 ranks)': the sizes above 1; None for one rank."""
-        sizes = self.options.parallel_sizes()
-        ranks = math.prod(sizes.values())
+        ranks = self.options.ranks()
         if ranks == 1:
             return None
+        sizes = self.options.parallel_sizes()
         return ', '.join(f'{name} {size}' for name, size in sizes.items() if size > 1) + f' ({ranks} ranks)'
 
     def requests_per_replica(self) -> dict[int, int]:

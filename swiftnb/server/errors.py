@@ -4,7 +4,8 @@ from typing import Optional
 
 from fastapi.responses import JSONResponse
 
-from swiftnb.errors import EngineAsleepError, EngineClosedError, SettingsError, SwiftnbError, UnknownModelError, UsageError
+from swiftnb.errors import (EngineAsleepError, EngineClosedError, SettingsError, SwiftnbError, UnknownModelError,
+                            UsageError)
 
 STATUS = [  # the first class an error is an instance of decides
     (UnknownModelError, HTTPStatus.NOT_FOUND),
