@@ -123,3 +123,22 @@ def test_sleep_level_2_reads_the_weights_again():
     engine.wake_up()
     assert [r['response'] for r in inference_vllm(engine, template, CAPITAL + WHO)] == [r['response'] for r in before]
     engine.shutdown()
+
+
+def test_the_ray_executor_runs_in_its_placement_group_and_releases_it():
+    """One rank under vLLM's Ray executor, on a local Ray cluster the kernel starts: swiftnb's placement group holds
+    it, the answers are the usual ones, and shutdown removes the group. (The GPU bundle needs ray in pins.txt.)"""
+    ray = pytest.importorskip('ray')
+    from ray.util.placement_group import placement_group_table
+    engine = get_vllm_engine(distributed_executor_backend='ray', gpu_memory_utilization=0.5)
+    try:
+        assert engine.layout == '1 rank on 1 Ray node'
+        template = get_template('chatml', engine.hf_tokenizer)
+        assert inference_vllm(engine, template, CAPITAL)[0]['response'].startswith(
+            'The capital of Zhejiang is Hangzhou')
+        group = engine._ray.group
+        assert placement_group_table(group)['state'] == 'CREATED'
+    finally:
+        engine.shutdown()
+    assert settles(lambda: placement_group_table(group)['state'] == 'REMOVED', 30)
+    ray.shutdown()

