@@ -42,6 +42,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--vllm_enable_lora', type=_bool, default=False)
     group.add_argument('--max_lora_rank', type=int, default=16)
     group.add_argument('--tensor_parallel_size', type=int, default=1)
+    group.add_argument('--pipeline_parallel_size', type=int, default=1)
+    group.add_argument('--data_parallel_size', type=int, default=1)
+    group.add_argument('--ray_address', help="a Ray cluster for the ranks ('HEAD:6379', 'auto'; needs swiftnb[ray])")
     group.add_argument('--max_model_len', type=int)
     group.add_argument('--gpu_memory_utilization', type=float, default=0.9)
 
@@ -61,6 +64,8 @@ def build_engine(args, extra_loras: Optional[dict] = None):
         return get_pt_engine(model_type, **common), loras
     engine = get_vllm_engine(model_type, **common, max_loras=max(1, len(loras)), max_lora_rank=args.max_lora_rank,
                              tensor_parallel_size=args.tensor_parallel_size,
+                             pipeline_parallel_size=args.pipeline_parallel_size,
+                             data_parallel_size=args.data_parallel_size, ray_address=args.ray_address,
                              gpu_memory_utilization=args.gpu_memory_utilization)
     return engine, loras
 

