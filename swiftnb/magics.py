@@ -2,7 +2,7 @@
 
     %swiftnb engine [--model_type T | --model PATH] [--infer_backend vllm|pt] [--enable_lora] ...
     %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
-    %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
+    %%compare [--variants base NAME ... | --run DIR] [--system S] [--max_tokens N] [--temperature T] [--seed S]
     %swiftnb lora add NAME PATH | lora list | lora remove NAME
     %swiftnb deploy [--port P] [--api_key K] | %swiftnb stop
     %swiftnb sleep [--level 1|2] | %swiftnb wake
@@ -70,6 +70,8 @@ def _parsers():
     compare = _Parser(prog='%%compare', description='the cell goes to every variant; answers stream side by side')
     compare.add_argument('--variants', nargs='+', default=['base'], metavar='NAME',
                          help="'base' (the base model) and adapter names")
+    compare.add_argument('--run', metavar='DIR', help="a fine-tuning run's folder: the base beside each of its "
+                                                      'checkpoint-* adapters (instead of --variants)')
     _generation_args(compare)
     return main, chat, compare
 
@@ -120,7 +122,7 @@ class SwiftnbMagics(Magics):
         %swiftnb sleep [--level 1|2]  /  %swiftnb wake
         %swiftnb status  /  %swiftnb reset  /  %swiftnb shutdown
         %%chat [--lora NAME] [--system S] [--max_tokens N] [--temperature T] [--seed S] [--new]
-        %%compare [--variants base NAME ...] [--system S] [--max_tokens N] [--temperature T] [--seed S]
+        %%compare [--variants base NAME ... | --run DIR] [--system S] [--max_tokens N] [--temperature T] [--seed S]
         """
         return self._run(self.parser, line, lambda args: getattr(self, f'_{args.command}')(args))
 
@@ -229,8 +231,12 @@ class SwiftnbMagics(Magics):
         from IPython.display import display
         from swiftnb.widgets import CompareWidget
         engine = self._engine_or_say()
-        variants = [None if name == 'base' else engine.adapter(name).lora_name for name in args.variants]
-        widget = CompareWidget(engine, variants=variants, system=args.system, **settings.from_flags(args).given())
+        options = dict(system=args.system, **settings.from_flags(args).given())
+        if args.run:
+            widget = CompareWidget.from_run(engine, args.run, **options)
+        else:
+            variants = [None if name == 'base' else engine.adapter(name).lora_name for name in args.variants]
+            widget = CompareWidget(engine, variants=variants, **options)
         display(widget)
         return CompareReplies(widget.send(cell.strip()))  # like %%chat, the cell ends when the answers have
 

@@ -130,3 +130,24 @@ def resolve_checkpoint(ckpt_dir: str) -> tuple[Optional[str], Optional[str], Opt
     if base in MODELS:
         return base, None, str(path.resolve())
     return None, base, str(path.resolve())
+
+
+def run_checkpoints(run_dir: str) -> dict[str, str]:
+    """{'checkpoint-100': its path, ...}: the LoRA checkpoints of a fine-tuning run, in step order.
+
+    ms-swift writes them in output/<model_type>/v<N>-<time>/checkpoint-<step> (the run folder is v<N>-<time>),
+    transformers' Trainer (and peft with it) in <output_dir>/checkpoint-<step>; a folder counts when it holds
+    adapter_config.json (ms-swift's checkpoint-<step>-merged folders are whole models, not adapters).
+    """
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise UsageError(f'no run folder at {str(run_dir)!r}')
+    found = [p for p in path.glob('checkpoint-*') if (p / 'adapter_config.json').is_file()]
+    if not found:
+        raise UsageError(f'no LoRA checkpoints in {str(run_dir)!r} (checkpoint-*/adapter_config.json); pass the '
+                         "run's folder, e.g. output/qwen-7b-chat/v0-20240101-120000")
+
+    def step(folder: Path) -> tuple:
+        number = folder.name.removeprefix('checkpoint-')
+        return (0, int(number), '') if number.isdigit() else (1, 0, number)
+    return {p.name: str(p.resolve()) for p in sorted(found, key=step)}

@@ -1,6 +1,7 @@
 """`%load_ext swiftnb` in a real kernel (nbclient): the engine, a %%chat conversation, adapters, the
 server and status from magics, and one-line errors for a user's mistakes."""
 import json
+import shutil
 
 import nbformat
 from nbclient import NotebookClient
@@ -29,18 +30,21 @@ CELLS = [
     "from swiftnb import get_template, inference_vllm\nfrom swiftnb.engine import registry\n"
     "e, answer = registry.live_engine(), _\nprint(answer == inference_vllm(e, get_template('auto', e.hf_tokenizer), "
     "[{{'query': 'Who are you?'}}], generation_config={{'temperature': 1.3, 'seed': 7, 'max_tokens': 24}})[0]['response'])",
-    '%swiftnb sleep',                                        # 21: sleep mode is vLLM's (on CUDA): one line
-    '%swiftnb sleep --level 3',                               # 22
-    '%swiftnb shutdown',                                     # 23
-    '%swiftnb status',                                       # 24
+    '%%compare --run {run} --max_tokens 48\nwho are you?',     # 21: the base beside each checkpoint of a run
+    'print(json.dumps(_))',                                   # 22
+    '%swiftnb sleep',                                        # 23: sleep mode is vLLM's (on CUDA): one line
+    '%swiftnb sleep --level 3',                               # 24
+    '%swiftnb shutdown',                                     # 25
+    '%swiftnb status',                                       # 26
 ]
 
 
-def test_magics_in_a_real_kernel():
+def test_magics_in_a_real_kernel(tmp_path):
     from swiftnb import DEMO_ADAPTERS
+    shutil.copytree(DEMO_ADAPTERS['kakarot'], tmp_path / 'checkpoint-10')  # a fine-tuning run of one checkpoint
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('import json')] + [
-        nbformat.v4.new_code_cell(c.format(kakarot=DEMO_ADAPTERS['kakarot'])) for c in CELLS]
+        nbformat.v4.new_code_cell(c.format(kakarot=DEMO_ADAPTERS['kakarot'], run=tmp_path)) for c in CELLS]
     NotebookClient(nb, timeout=600, kernel_name='python3').execute()
     out = []
     for cell in nb.cells[1:]:
@@ -64,7 +68,8 @@ def test_magics_in_a_real_kernel():
     assert out[16] == 'server stopped\n' and out[17] == 'adapters: none\n'
     assert '--infer_backend {vllm,pt}' in out[18]
     assert out[20] == 'True\n'  # %%chat's flags mean what the Python API's settings mean
-    assert out[21] == ('swiftnb: the pt engine for tiny-chat has no sleep mode (vLLM engines on CUDA have it); '
+    assert json.loads(out[22]) == {'tiny-chat': answers['tiny-chat'], 'checkpoint-10': answers['kakarot']}
+    assert out[23] == ('swiftnb: the pt engine for tiny-chat has no sleep mode (vLLM engines on CUDA have it); '
                        'shutdown() frees its memory\n')
-    assert out[22].startswith("swiftnb: argument --level: invalid choice: 3 (choose from 1, 2)")
-    assert out[23] == 'engine shut down\n' and out[24] == 'engine: none (create one with %swiftnb engine)\n'
+    assert out[24].startswith("swiftnb: argument --level: invalid choice: 3 (choose from 1, 2)")
+    assert out[25] == 'engine shut down\n' and out[26] == 'engine: none (create one with %swiftnb engine)\n'

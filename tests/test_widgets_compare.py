@@ -1,7 +1,10 @@
 """CompareWidget driven through its methods on both backends: columns equal each variant alone."""
+import shutil
+
 import pytest
 
 from conftest import direct_answer, settles
+from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 from swiftnb.widgets import CompareWidget
 from swiftnb.widgets.diff import word_diff_html
 
@@ -70,3 +73,33 @@ def test_bad_variants_and_prompts_are_clear_errors(adapter_engine):
     assert 'seed: Input should be a valid integer' in compare.status.value
     compare.settings.fields['seed'].value = '3'
     assert len(compare.send('Hello', timeout=60)) == 3 and compare.status.value == ''
+
+
+def test_a_run_sweep_shows_each_checkpoint_beside_the_base(adapter_engine, tmp_path):
+    """A fine-tuning run's folder (ms-swift's and Trainer's layout: checkpoint-<step>, here copies of the demo
+    adapters, and a merged checkpoint that is no adapter): every checkpoint loaded on the live engine and compared
+    with the base; one written later appears on refresh()."""
+    run = tmp_path / 'v0-20261201-120000'
+    for step, adapter in ((20, 'pirate'), (10, 'kakarot')):
+        shutil.copytree(DEMO_ADAPTERS[adapter], run / f'checkpoint-{step}')
+    shutil.copytree(DEMO_MODEL_DIR, run / 'checkpoint-20-merged')
+    try:
+        sweep = CompareWidget.from_run(adapter_engine, run, max_tokens=48)
+        assert sweep.variants == [adapter_engine.model_type, 'checkpoint-10', 'checkpoint-20']
+        answers = sweep.send('Who are you?')
+        for name, variant in zip(answers, VARIANTS):
+            assert answers[name] == direct_answer(adapter_engine, 'Who are you?', adapter=variant, max_new_tokens=48)
+        shutil.copytree(DEMO_ADAPTERS['pirate'], run / 'checkpoint-30')
+        assert sweep.refresh() == ['checkpoint-30'] and sweep.refresh() == []
+        assert [view.box for view in sweep.views] == list(sweep.columns.children) and len(sweep.views) == 4
+        assert list(sweep.send('Who are you?').values())[3] == answers['checkpoint-20']  # the same adapter again
+        chosen = CompareWidget.from_run(adapter_engine, run, checkpoints=[30, 'checkpoint-10'], base=False)
+        assert chosen.variants == ['checkpoint-10', 'checkpoint-30']  # in step order, loaded once
+        with pytest.raises(ValueError, match=r"checkpoint-40 not in '.*'; it has checkpoint-10, checkpoint-20, "
+                                             r'checkpoint-30'):
+            CompareWidget.from_run(adapter_engine, run, checkpoints=[40])
+        with pytest.raises(ValueError, match=r"no LoRA checkpoints in '.*' \(checkpoint-\*/adapter_config.json\)"):
+            CompareWidget.from_run(adapter_engine, tmp_path)
+    finally:
+        for name in [name for name in adapter_engine.adapters if name.startswith('checkpoint-')]:
+            adapter_engine.remove_lora(name)

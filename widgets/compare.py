@@ -2,6 +2,7 @@
 
     compare = CompareWidget(engine, variants=[None, 'kakarot', 'pirate'], seed=42)
     compare                             # shows it; compare.send('Who are you?') drives it from code
+    sweep = CompareWidget.from_run(engine, 'output/qwen-7b-chat/v0-20240101-120000')  # base + each checkpoint
 
 Every column gets the same prompt, seed and settings at the same moment and streams
 on its own; when all have finished, each column after the first marks the words
@@ -16,6 +17,7 @@ from typing import Optional, Sequence
 import ipywidgets as widgets
 
 from swiftnb.errors import UnknownModelError, UsageError
+from swiftnb.model_types import run_checkpoints
 from swiftnb.widgets.answer import Answer, AnswerView
 from swiftnb.widgets.diff import word_diff_html
 from swiftnb.widgets.streaming import StreamingWidget
@@ -36,9 +38,7 @@ class CompareWidget(StreamingWidget):
         self.prompts = list(prompts)
         self.answers: dict[str, Answer] = {}
         self.results: list[dict] = []
-        self.views = [AnswerView(name) for name in self.variants]
-        for view in self.views:  # columns of equal width
-            view.box.layout = widgets.Layout(flex='1 1 0', margin='0 12px 0 0')
+        self.views = [_column(name) for name in self.variants]
         self.highlight = widgets.Checkbox(value=True, description='highlight differences from the first column',
                                           indent=False)
         self.highlight.observe(lambda _: self._show_differences(), 'value')
@@ -46,11 +46,37 @@ class CompareWidget(StreamingWidget):
                                            layout=widgets.Layout(display='' if self.prompts else 'none'))
         self.batch_button.on_click(lambda _: self._from_ui(self.submit_batch))
         self.table = widgets.HTML()
+        self.columns = widgets.HBox([view.box for view in self.views])
+        self.run: Optional[tuple] = None  # (run folder, the checkpoints chosen) for from_run's refresh()
         self.add_class('swiftnb-compare')
         self.children = [self.settings.box, self.prompt,
                          widgets.HBox([self.send_button, self.stop_button, self.batch_button, self.highlight]),
-                         widgets.HBox([view.box for view in self.views]),
-                         self.status, self.table]
+                         self.columns, self.status, self.table]
+
+    @classmethod
+    def from_run(cls, engine, run_dir: str, checkpoints: Optional[Sequence] = None, base: bool = True,
+                 **options) -> 'CompareWidget':
+        """The base model beside each checkpoint of a fine-tuning run (model_types.run_checkpoints): every
+        checkpoint is loaded on the live engine as an adapter named after its folder ('checkpoint-100'), no
+        restart. `checkpoints`: a chosen few, by step or folder name; `base=False` leaves the base model out;
+        `options`: as for CompareWidget (prompts, system, settings). refresh() adds checkpoints written since."""
+        if isinstance(engine, str):
+            raise UsageError('from_run loads the checkpoints on an engine: pass the engine, not a URL (a server '
+                             'serves the adapters it was started with: --lora_modules)')
+        names = _load_checkpoints(engine, run_dir, checkpoints)
+        widget = cls(engine, variants=[None] * base + names, **options)
+        widget.run = (run_dir, checkpoints)
+        return widget
+
+    def refresh(self) -> list[str]:
+        """Load the run's checkpoints written since and add a column for each; their names."""
+        if self.run is None:
+            raise UsageError('refresh() is for a widget made by CompareWidget.from_run')
+        new = [name for name in _load_checkpoints(self.source.engine, *self.run) if name not in self.variants]
+        self.variants += new
+        self.views += [_column(name) for name in new]
+        self.columns.children = [view.box for view in self.views]
+        return new
 
     def shows(self) -> str:
         prompts = f', {len(self.prompts)} prompts' if self.prompts else ''
@@ -123,6 +149,30 @@ class CompareWidget(StreamingWidget):
             raise ImportError('to_dataframe needs pandas: pip install pandas (compare.results is a plain list)') \
                 from None
         return pandas.DataFrame(self.results)
+
+
+def _column(variant: str) -> AnswerView:
+    view = AnswerView(variant)
+    view.box.layout = widgets.Layout(flex='1 1 0', margin='0 12px 0 0')  # columns of equal width
+    return view
+
+
+def _load_checkpoints(engine, run_dir: str, chosen: Optional[Sequence]) -> list[str]:
+    """The run's checkpoints (those `chosen`, by step or name) as adapters on the engine; their names."""
+    found = run_checkpoints(run_dir)
+    if chosen is not None:
+        wanted = {c if str(c).startswith('checkpoint-') else f'checkpoint-{c}' for c in chosen}
+        missing = sorted(wanted - set(found))
+        if missing:
+            raise UsageError(f'{", ".join(missing)} not in {str(run_dir)!r}; it has {", ".join(found)}')
+        found = {name: path for name, path in found.items() if name in wanted}
+    for name, path in found.items():
+        if name not in engine.adapters:
+            engine.add_lora(name, path)
+        elif engine.adapters[name].lora_path != path:
+            raise UsageError(f'the engine already serves another adapter named {name!r} '
+                             f'({engine.adapters[name].lora_path}); remove it (engine.remove_lora) first')
+    return list(found)
 
 
 def results_html(results: list[dict]) -> str:
