@@ -5,6 +5,7 @@ Each reuses the kernel's live engine when called again with the same arguments.
 from typing import Optional
 
 from swiftnb.engine import registry
+from swiftnb.engine.adapter_check import AdapterReport, diagnose
 from swiftnb.engine.base import Choice, Delta, Engine, LoRARequest
 from swiftnb.engine.options import PtOptions, VllmOptions, make_options
 from swiftnb.errors import UsageError
@@ -69,3 +70,11 @@ def get_engine(model_type: Optional[str] = None, torch_dtype=None, *, infer_back
 
 
 __all__ = ['Choice', 'Delta', 'Engine', 'LoRARequest', 'get_engine', 'get_pt_engine', 'get_vllm_engine']
+
+
+def check_adapter(path: str, engine: Optional[Engine] = None) -> AdapterReport:
+    """The LoRA doctor: everything about the adapter at `path` that would stop an engine loading it, or make its
+    answers differ from what was trained, in one list, each with its fix. With `engine`, against that engine too:
+    its max_lora_rank, its model's weight shapes and the base the adapter names. add_lora runs the same checks and
+    refuses the adapter on the first problem that would stop it loading."""
+    return diagnose(path) if engine is None else engine.diagnose_adapter(path)

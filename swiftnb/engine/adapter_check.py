@@ -2,9 +2,12 @@
 against the base model's, read from the safetensors headers (no tensor is loaded).
 
 An adapter vLLM accepts by its config alone and then fails to load kills its engine core, and with it every
-request, base ones included; so what vLLM's loader would trip over is said here, as one AdapterError.
+request, base ones included; so what vLLM's loader would trip over is said here. `diagnose()` lists every
+problem at once, each with its fix (the doctor, `swiftnb.check_adapter`); engines take an adapter through
+`read_adapter()`, which raises the first problem that would stop it loading as one AdapterError.
 """
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -13,42 +16,129 @@ from swiftnb.errors import AdapterError
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
 
 
-def check_adapter(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None) -> dict:
+@dataclass(frozen=True)
+class Finding:
+    message: str  # what is wrong; what to do about it
+    blocking: bool = True  # False: it loads, but its answers can differ from what it was trained to give
+
+
+class AdapterReport(list):
+    """The doctor's findings for one adapter (a list of Finding); empty when nothing is wrong."""
+
+    def __init__(self, path, findings=(), config: Optional[dict] = None):
+        super().__init__(findings)
+        self.path, self.config = str(path), config
+
+    @property
+    def ok(self) -> bool:
+        """Whether an engine can load it (findings that are not blocking may remain)."""
+        return not any(f.blocking for f in self)
+
+    def __str__(self):
+        if not self:
+            return f'adapter at {self.path}: no problems found'
+        return '\n'.join([f'adapter at {self.path}:'] + [f'  {"error" if f.blocking else "warning"}: {f.message}'
+                                                         for f in self])
+
+    __repr__ = __str__
+
+
+def read_adapter(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None) -> dict:
     """The adapter's peft config, once config and weights hold together (and fit the base at `base_dir`)."""
-    where = f'adapter at {str(path)!r}'
-    config_file = Path(path) / 'adapter_config.json'
+    report = diagnose(path, max_lora_rank, base_dir)
+    blocking = [f for f in report if f.blocking]
+    if blocking:
+        raise AdapterError(blocking[0].message)
+    return report.config
+
+
+def diagnose(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None,
+             base_names: tuple = ()) -> AdapterReport:
+    """Every problem of the adapter at `path` for an engine of `max_lora_rank` on the model at `base_dir`, known by
+    `base_names` (its model type, hub id, folder name)."""
+    findings: list[Finding] = []
+    config = _config(Path(path), f'adapter at {str(path)!r}', findings)
+    if config is not None:
+        _check_config(config, f'adapter at {str(path)!r}', max_lora_rank, base_names, findings)
+        shapes = _adapter_shapes(Path(path), f'adapter at {str(path)!r}', findings)
+        base = _base_shapes(Path(base_dir)) if base_dir and shapes else {}
+        rank = config.get('r') if isinstance(config.get('r'), int) else None
+        for name, shape in shapes.items():
+            problem = _tensor_problem(name, shape, rank, bool(config.get('rank_pattern')), base,
+                                      f'adapter at {str(path)!r}')
+            if problem:
+                findings.append(Finding(problem))
+                break  # one tensor says it; the others would repeat it
+    return AdapterReport(path, findings, config)
+
+
+def _config(path: Path, where: str, findings: list) -> Optional[dict]:
+    config_file = path / 'adapter_config.json'
     if not config_file.is_file():
-        raise AdapterError(f'no LoRA adapter at {str(path)!r} (adapter_config.json not found)')
+        merged = ' (it holds a whole model: load it with model_id_or_path)' if (path / 'config.json').is_file() else ''
+        findings.append(Finding(f'no LoRA adapter at {str(path)!r} (adapter_config.json not found){merged}'))
+        return None
     try:
         config = json.loads(config_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AdapterError(f'{where}: adapter_config.json is not JSON ({error})') from None
+        findings.append(Finding(f'{where}: adapter_config.json is not JSON ({error})'))
+        return None
     if not isinstance(config, dict):
-        raise AdapterError(f'{where}: adapter_config.json must hold an object, got {type(config).__name__}')
-    rank = config.get('r')
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise AdapterError(f"{where}: adapter_config.json's r must be a whole number >= 1, got {rank!r}")
-    if max_lora_rank is not None and rank > max_lora_rank:
-        raise AdapterError(f"{where} has rank {rank}, above this engine's max_lora_rank "
-                           f'{max_lora_rank}; create the engine with max_lora_rank={rank} or more')
-    shapes = _adapter_shapes(Path(path), where)
-    base = _base_shapes(Path(base_dir)) if base_dir else {}
-    ranks_vary = bool(config.get('rank_pattern'))
-    for name, shape in shapes.items():
-        _check_tensor(name, shape, rank, ranks_vary, base, where)
+        findings.append(Finding(f'{where}: adapter_config.json must hold an object, got {type(config).__name__}'))
+        return None
     return config
 
 
-def _adapter_shapes(path: Path, where: str) -> dict[str, tuple]:
+def _check_config(config: dict, where: str, max_lora_rank: Optional[int], base_names: tuple, findings: list):
+    rank = config.get('r')
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        findings.append(Finding(f"{where}: adapter_config.json's r must be a whole number >= 1, got {rank!r}"))
+    elif max_lora_rank is not None and rank > max_lora_rank:
+        findings.append(Finding(f"{where} has rank {rank}, above this engine's max_lora_rank {max_lora_rank}; "
+                                f'create the engine with max_lora_rank={_vllm_rank(rank)} or more'))
+    saved = config.get('modules_to_save') or []
+    if saved:
+        findings.append(Finding(
+            f'{where} trained whole copies of {", ".join(map(str, saved))} (modules_to_save); vLLM applies LoRA '
+            'weights and at most one classification head, so its answers can differ from what was trained: merge '
+            'the adapter into the model (swiftnb export --merge_lora true) and load that, or use the pt backend',
+            blocking=False))
+    base = config.get('base_model_name_or_path')
+    if base and base_names and _last(base) not in {_last(name) for name in base_names if name}:
+        findings.append(Finding(
+            f'{where} was trained on {base}, and this engine runs {base_names[0]}; its weights fit, but its answers '
+            f'are only what was trained on its own base: load {base} (get_vllm_engine(model_id_or_path=...)), or go on '
+            'if the two are the same model under another name', blocking=False))
+
+
+def _last(name: str) -> str:
+    """'Qwen/Qwen2-7B-Instruct' and '/models/qwen2-7b-instruct/' -> 'qwen2-7b-instruct'."""
+    return str(name).rstrip('/').rsplit('/', 1)[-1].lower()
+
+
+def _vllm_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM takes that holds `rank` (vLLM allows a fixed set of values)."""
+    try:
+        import typing
+        from vllm.config.lora import MaxLoRARanks
+        return min((r for r in typing.get_args(MaxLoRARanks) if r >= rank), default=rank)
+    except ImportError:
+        return rank
+
+
+def _adapter_shapes(path: Path, where: str, findings: list) -> dict[str, tuple]:
     weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
     if weights is None:
-        raise AdapterError(f'{where} has no weights ({" or ".join(WEIGHT_FILES)} not found)')
+        findings.append(Finding(f'{where} has no weights ({" or ".join(WEIGHT_FILES)} not found)'))
+        return {}
     try:
         shapes = _shapes(weights)
     except Exception as error:  # safetensors/torch say why a file is not a checkpoint
-        raise AdapterError(f'{where}: {weights.name} is not readable ({str(error).splitlines()[0]})') from None
+        findings.append(Finding(f'{where}: {weights.name} is not readable ({str(error).splitlines()[0]})'))
+        return {}
     if not any('lora_A' in name for name in shapes):
-        raise AdapterError(f'{where}: {weights.name} holds no LoRA tensors (no lora_A weights)')
+        findings.append(Finding(f'{where}: {weights.name} holds no LoRA tensors (no lora_A weights)'))
+        return {}
     return shapes
 
 
@@ -68,21 +158,22 @@ def _base_shapes(model_dir: Path) -> dict[str, tuple]:
     return shapes
 
 
-def _check_tensor(name: str, shape: tuple, rank: int, ranks_vary: bool, base: dict, where: str) -> None:
+def _tensor_problem(name: str, shape: tuple, rank: Optional[int], ranks_vary: bool, base: dict,
+                    where: str) -> Optional[str]:
     part = 'lora_A' if '.lora_A.' in name else 'lora_B' if '.lora_B.' in name else None
     if part is None:
-        return  # modules_to_save and the like: vLLM reads them by their own rules
+        return None  # modules_to_save and the like: vLLM reads them by their own rules
     if len(shape) != 2:
-        raise AdapterError(f'{where}: {name} has shape {list(shape)}; a LoRA weight is a matrix')
-    if not ranks_vary and shape[0 if part == 'lora_A' else 1] != rank:
-        raise AdapterError(f'{where}: {name} has shape {list(shape)}, which does not match r={rank} '
-                           'in adapter_config.json')
+        return f'{where}: {name} has shape {list(shape)}; a LoRA weight is a matrix'
+    if rank is not None and not ranks_vary and shape[0 if part == 'lora_A' else 1] != rank:
+        return f'{where}: {name} has shape {list(shape)}, which does not match r={rank} in adapter_config.json'
     # peft saves 'base_model.model.<base weight name without .weight>.lora_A.weight'
     module = name.removeprefix('base_model.model.').split(f'.{part}.')[0]
     base_shape = base.get(f'{module}.weight')
     if base_shape is None or len(base_shape) != 2:
-        return
+        return None
     expected, got = (base_shape[1], shape[1]) if part == 'lora_A' else (base_shape[0], shape[0])
     if expected != got:
-        raise AdapterError(f'{where} was not trained for this model: {name} has shape {list(shape)}, '
-                           f'{module} has shape {list(base_shape)}')
+        return f'{where} was not trained for this model: {name} has shape {list(shape)}, {module} has shape ' \
+               f'{list(base_shape)}'
+    return None

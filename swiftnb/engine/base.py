@@ -6,13 +6,14 @@ A request's stream is a sequence of `Delta`s (what one step added to one of its 
 import abc
 import itertools
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Optional
 
-from swiftnb.engine.adapter_check import check_adapter
+from swiftnb.engine.adapter_check import AdapterReport, diagnose, read_adapter
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.progress import shown
-from swiftnb.model_types import default_tool_parser
+from swiftnb.model_types import MODELS, default_tool_parser
 from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, PromptTooLongError, SettingsError,
                             UnknownModelError, UsageError)
 from swiftnb.settings import GenerationConfig
@@ -114,17 +115,26 @@ class Engine(abc.ABC):
             raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
                                'LoRA support; create it with enable_lora=True')
         if lora not in self._adapter_configs:
-            self._adapter_configs[lora] = check_adapter(lora.lora_path, max_lora_rank, self.model_dir)
+            self._adapter_configs[lora] = read_adapter(lora.lora_path, max_lora_rank, self.model_dir)
         return self._adapter_configs[lora]
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
-        """Register an adapter under a name, for the server and widgets; checked now, loaded on first use."""
+        """Register an adapter under a name, for the server and widgets; checked now (what would stop it loading
+        is an AdapterError, what would make its answers differ a warning), loaded on first use."""
         if name in self.adapters or name == self.model_type:
             raise AdapterError(f'the name {name!r} is taken; remove that adapter first or pick another name')
         lora = LoRARequest(name, next(self._lora_ids), str(path))
         self.check_lora(lora)
+        for finding in self.diagnose_adapter(path):
+            warnings.warn(finding.message, stacklevel=2)  # only findings that do not block are left here
         self.adapters[name] = lora
         return lora
+
+    def diagnose_adapter(self, path: str) -> AdapterReport:
+        """swiftnb.check_adapter(path, engine): every problem of the adapter for this engine, each with its fix."""
+        info = MODELS.get(self.model_type)
+        names = (self.model_type, self.model_dir, info.hub_id if info else None)
+        return diagnose(path, getattr(self, 'max_lora_rank', None), self.model_dir, names)
 
     def remove_lora(self, name: str) -> None:
         self.adapter(name)  # an unknown name: the error lists the known ones

@@ -1,0 +1,65 @@
+"""The LoRA doctor (swiftnb.check_adapter): every planted problem named in one list with its fix, the shipped
+adapters passed, and add_lora refusing what would not load and warning about what would answer differently."""
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from swiftnb import DEMO_ADAPTERS, AdapterError, check_adapter
+
+
+def planted(tmp_path, **config):
+    """A copy of the kakarot adapter with its config changed."""
+    path = tmp_path / 'adapter'
+    shutil.copytree(DEMO_ADAPTERS['kakarot'], path)
+    original = json.loads((path / 'adapter_config.json').read_text())
+    (path / 'adapter_config.json').write_text(json.dumps({**original, **config}))
+    return path
+
+
+@pytest.mark.parametrize('name', ['kakarot', 'pirate'])
+def test_the_shipped_adapters_pass(any_engine, name):
+    report = check_adapter(DEMO_ADAPTERS[name], any_engine)
+    assert report == [] and report.ok and str(report).endswith('no problems found')
+    assert report.config['r'] == 8
+
+
+def test_every_planted_problem_is_named_at_once_with_its_fix(engine, tmp_path):
+    path = planted(tmp_path, r=64, modules_to_save=['lm_head'], base_model_name_or_path='Qwen/Qwen2-7B-Instruct')
+    tensors = load_file(path / 'adapter_model.safetensors')  # rank 64 in the weights too: they hold together
+    save_file({k: (v.repeat(8, 1) if '.lora_A.' in k else v.repeat(1, 8)).contiguous() for k, v in tensors.items()},
+              path / 'adapter_model.safetensors')
+    report = check_adapter(path, engine)
+    messages = [finding.message for finding in report]
+    assert len(report) == 3 and not report.ok, str(report)
+    assert "has rank 64, above this engine's max_lora_rank 16; create the engine with max_lora_rank=64" in messages[0]
+    assert report[0].blocking
+    assert 'trained whole copies of lm_head (modules_to_save)' in messages[1] and 'swiftnb export --merge_lora' \
+        in messages[1] and not report[1].blocking
+    assert 'was trained on Qwen/Qwen2-7B-Instruct, and this engine runs tiny-chat' in messages[2]
+    assert not report[2].blocking
+    assert str(report).splitlines()[1].startswith('  error: ') and str(report).count('warning: ') == 2
+    with pytest.raises(AdapterError, match='has rank 64, above'):  # add_lora: the first problem that blocks
+        engine.add_lora('planted', str(path))
+    assert 'planted' not in engine.adapters
+
+
+def test_what_loads_but_answers_differently_is_a_warning_at_add_lora(pt_engine, tmp_path):
+    path = planted(tmp_path, modules_to_save=['lm_head'])
+    with pytest.warns(UserWarning, match='modules_to_save'):
+        pt_engine.add_lora('saved-heads', str(path))
+    pt_engine.remove_lora('saved-heads')
+
+
+def test_a_merged_checkpoint_and_broken_files_say_what_they_are(tmp_path):
+    from swiftnb import DEMO_MODEL_DIR
+    report = check_adapter(DEMO_MODEL_DIR)
+    assert [f.message for f in report] == [f"no LoRA adapter at '{DEMO_MODEL_DIR}' (adapter_config.json not found) "
+                                           '(it holds a whole model: load it with model_id_or_path)']
+    path = planted(tmp_path, r='8')
+    (path / 'adapter_model.safetensors').unlink()
+    where = f'adapter at {str(path)!r}'
+    assert [f.message for f in check_adapter(path)] == [
+        f"{where}: adapter_config.json's r must be a whole number >= 1, got '8'",
+        f'{where} has no weights (adapter_model.safetensors or adapter_model.bin not found)']
