@@ -37,6 +37,12 @@ def _row(path: str, number: int, line: str) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise DatasetError(f'{where}: not JSON ({error.msg})') from None
+    return check_row(row, where)
+
+
+def check_row(row, where: str) -> dict:
+    """A row of the seed's dataset format ({'query', 'history', 'system', 'response'}) as
+    {'query', 'history', 'system', 'label'}, or a DatasetError that says what is wrong `where`."""
     if not isinstance(row, dict) or not isinstance(row.get('query'), str):
         raise DatasetError(f"{where}: needs a 'query' string")
     history = row.get('history') or []

@@ -1,4 +1,5 @@
 """CompareWidget driven through its methods on both backends: columns equal each variant alone."""
+import json
 import shutil
 
 import pytest
@@ -103,3 +104,29 @@ def test_a_run_sweep_shows_each_checkpoint_beside_the_base(adapter_engine, tmp_p
     finally:
         for name in [name for name in adapter_engine.adapters if name.startswith('checkpoint-')]:
             adapter_engine.remove_lora(name)
+
+
+def test_a_batch_from_a_dataset_file_is_scored_against_its_references(adapter_engine, tmp_path):
+    """Prompts from a .jsonl in the seed's dataset format: rows with a 'response' get each answer scored (exact
+    match, or the function given), history and system go with the prompt, and the table shows means per variant."""
+    who = direct_answer(adapter_engine, 'Who are you?', adapter='kakarot', max_new_tokens=40)
+    history = [['Where is the capital of Zhejiang?', 'Hangzhou.']]
+    dataset = tmp_path / 'val.jsonl'
+    dataset.write_text('\n'.join(json.dumps(row) for row in [
+        {'query': 'Who are you?', 'response': who},
+        {'query': 'Is there anything tasty here?', 'history': history}]) + '\n')
+    compare = CompareWidget(adapter_engine, variants=VARIANTS, prompts=dataset, max_tokens=40)
+    results = compare.run_batch()
+    scores = {row['variant']: row['score'] for row in results if row['prompt'] == 'Who are you?'}
+    assert scores == {adapter_engine.model_type: 0.0, 'kakarot': 1.0, 'pirate': 0.0}
+    tasty = [row for row in results if row['prompt'] == 'Is there anything tasty here?']
+    assert all('score' not in row for row in tasty)
+    assert tasty[0]['response'] == direct_answer(adapter_engine, 'Is there anything tasty here?', history=history,
+                                                 max_new_tokens=40)
+    assert 'mean score' in compare.table.value and '<b>1.00</b> of 1' in compare.table.value
+    assert 'first after' in compare.table.value
+    lengths = CompareWidget(adapter_engine, variants=VARIANTS, score=lambda answer, ref: len(answer) / len(ref),
+                            max_tokens=40).run_batch([{'query': 'Who are you?', 'response': who}])
+    assert lengths[1]['score'] == 1.0 and lengths[0]['score'] == len(lengths[0]['response']) / len(who)
+    with pytest.raises(ValueError, match=r"prompts\[0\]: needs a 'query' string"):
+        CompareWidget(adapter_engine, variants=VARIANTS, prompts=[{'question': 'Who are you?'}])

@@ -7,15 +7,20 @@
 Every column gets the same prompt, seed and settings at the same moment and streams
 on its own; when all have finished, each column after the first marks the words
 that differ from the first. With `prompts=[...]`, `run_batch()` sends every prompt
-to every variant and keeps a table in `compare.results`.
+to every variant and keeps a table in `compare.results`: prompts may be strings, rows of the seed's
+dataset format ({'query', 'history', 'system', 'response'}) or a .jsonl file of them; where a row has a
+reference answer ('response'), each answer gets a score (exact match, or `score(answer, reference)`).
 """
 import concurrent.futures
 import functools
 import html
-from typing import Optional, Sequence
+import statistics
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 import ipywidgets as widgets
 
+from swiftnb.dataset_infer import check_row, read_rows
 from swiftnb.errors import UnknownModelError, UsageError
 from swiftnb.model_types import run_checkpoints
 from swiftnb.widgets.answer import Answer, AnswerView
@@ -24,9 +29,12 @@ from swiftnb.widgets.streaming import StreamingWidget
 
 
 class CompareWidget(StreamingWidget):
-    def __init__(self, engine_or_url, variants: Sequence[Optional[str]] = (None,), prompts: Sequence[str] = (),
-                 system: Optional[str] = None, api_key: str = 'EMPTY', **generation):
-        """`variants`: adapter names, None for the base model; `generation`: settings shared by all."""
+    def __init__(self, engine_or_url, variants: Sequence[Optional[str]] = (None,),
+                 prompts: Union[Sequence, str, Path] = (), system: Optional[str] = None, api_key: str = 'EMPTY',
+                 score: Optional[Callable[[str, str], float]] = None, **generation):
+        """`variants`: adapter names, None for the base model; `prompts`: for run_batch (strings, dataset rows or a
+        .jsonl file); `score(answer, reference)`: for rows with a reference (default: exact match);
+        `generation`: settings shared by all."""
         super().__init__(engine_or_url, api_key, placeholder='Prompt for every column (Enter sends)', **generation)
         models = self.source.models()
         self.variants = [models[0] if v is None else v for v in variants]
@@ -35,7 +43,8 @@ class CompareWidget(StreamingWidget):
             raise UnknownModelError(f'unknown variant(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
                              f'known: {", ".join(models)} (None is the base model)')
         self.system = system
-        self.prompts = list(prompts)
+        self.prompts = batch_rows(prompts)
+        self.score = score or exact_match
         self.answers: dict[str, Answer] = {}
         self.results: list[dict] = []
         self.views = [_column(name) for name in self.variants]
@@ -82,11 +91,12 @@ class CompareWidget(StreamingWidget):
         prompts = f', {len(self.prompts)} prompts' if self.prompts else ''
         return f'{", ".join(self.variants)} side by side{prompts}'
 
-    def _requests(self, prompt: str) -> list:
+    def _requests(self, prompt: str, history=(), system: Optional[str] = None) -> list:
         if not prompt.strip():
             raise UsageError('nothing to send: the prompt is empty')
         settings = self.settings.request_config()
-        return [self.source.prepare(prompt, [], self.system, variant, settings) for variant in self.variants]
+        return [self.source.prepare(prompt, history, system or self.system, variant, settings)
+                for variant in self.variants]
 
     def submit(self, prompt: str) -> concurrent.futures.Future:
         """Send one prompt to every variant at once; the future gives {variant: answer text}."""
@@ -115,13 +125,14 @@ class CompareWidget(StreamingWidget):
             view.redraw(answer)
 
     # batch mode -----------------------------------------------------------------------------------
-    def submit_batch(self, prompts: Optional[Sequence[str]] = None) -> concurrent.futures.Future:
+    def submit_batch(self, prompts=None) -> concurrent.futures.Future:
         """Every prompt to every variant, all at once; the future gives the results table (list of dicts)."""
         with self._action():
-            prompts = list(self.prompts if prompts is None else prompts)
-            if not prompts:
+            batch = self.prompts if prompts is None else batch_rows(prompts)
+            if not batch:
                 raise UsageError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')
-            rows = [(prompt, request) for prompt in prompts for request in self._requests(prompt)]
+            rows = [(row, request) for row in batch
+                    for request in self._requests(row['query'], row['history'], row['system'])]
             answers = [Answer() for _ in rows]
 
             def progress(_):
@@ -132,13 +143,17 @@ class CompareWidget(StreamingWidget):
             def done(error):
                 if error is not None:
                     raise error
-                self.results = [{'prompt': prompt, 'variant': request.model, **answer.record()}
-                                for (prompt, request), answer in zip(rows, answers)]
+                self.results = [{'prompt': row['query'], 'variant': request.model, **answer.record(),
+                                 **self._scored(answer.text, row['label'])}
+                                for (row, request), answer in zip(rows, answers)]
                 self.table.value = results_html(self.results)
                 return self.results
             return self._start(jobs, done)
 
-    def run_batch(self, prompts: Optional[Sequence[str]] = None, timeout: Optional[float] = None) -> list[dict]:
+    def _scored(self, answer: str, reference: Optional[str]) -> dict:
+        return {} if reference is None else {'reference': reference, 'score': float(self.score(answer, reference))}
+
+    def run_batch(self, prompts=None, timeout: Optional[float] = None) -> list[dict]:
         return self._wait(self.submit_batch(prompts), timeout)
 
     def to_dataframe(self):
@@ -175,15 +190,41 @@ def _load_checkpoints(engine, run_dir: str, chosen: Optional[Sequence]) -> list[
     return list(found)
 
 
+def batch_rows(prompts: Union[Sequence, str, Path]) -> list[dict]:
+    """{'query', 'history', 'system', 'label'} rows from strings, rows of the seed's dataset format, or a .jsonl
+    file of them (dataset_infer's reader and checks)."""
+    if isinstance(prompts, (str, Path)):
+        return read_rows(str(prompts))
+    return [check_row({'query': p} if isinstance(p, str) else p, f'prompts[{i}]') for i, p in enumerate(prompts)]
+
+
+def exact_match(answer: str, reference: str) -> float:
+    """1.0 when the answer is the reference (surrounding whitespace aside), else 0.0."""
+    return float(answer.strip() == reference.strip())
+
+
 def results_html(results: list[dict]) -> str:
-    """A prompt-by-variant table of the batch answers."""
+    """A prompt-by-variant table of the batch answers: each with its tokens, time to first token and score
+    (where the prompt had a reference), and the mean score of each variant below."""
     variants = list(dict.fromkeys(row['variant'] for row in results))
     by_prompt: dict[str, dict] = {}
     for row in results:
-        by_prompt.setdefault(row['prompt'], {})[row['variant']] = row['response']
+        by_prompt.setdefault(row['prompt'], {})[row['variant']] = row
     cell = 'style="border:1px solid #ddd;padding:4px 6px;vertical-align:top;white-space:pre-wrap"'
+
+    def answer(row: Optional[dict]) -> str:
+        if row is None:
+            return ''
+        score = f', score {row["score"]:g}' if 'score' in row else ''
+        return (f'{html.escape(row["response"])}<br><small style="color:#777">{row["tokens"]} tokens, first after '
+                f'{row["ttft_s"]:.2f} s{score}</small>')
     head = ''.join(f'<th {cell}>{html.escape(v)}</th>' for v in ['prompt', *variants])
-    body = ''.join('<tr>' + ''.join(f'<td {cell}>{html.escape(text)}</td>'
-                                    for text in [prompt, *(answers.get(v, '') for v in variants)]) + '</tr>'
-                   for prompt, answers in by_prompt.items())
+    body = ''.join(f'<tr><td {cell}>{html.escape(prompt)}</td>' + ''.join(f'<td {cell}>{answer(rows.get(v))}</td>'
+                                                                         for v in variants) + '</tr>'
+                   for prompt, rows in by_prompt.items())
+    scored = {v: [r['score'] for r in results if r['variant'] == v and 'score' in r] for v in variants}
+    if any(scored.values()):
+        body += f'<tr><td {cell}><b>mean score</b></td>' + ''.join(
+            f'<td {cell}><b>{statistics.mean(s):.2f}</b> of {len(s)}</td>' if s else f'<td {cell}></td>'
+            for s in scored.values()) + '</tr>'
     return f'<table style="border-collapse:collapse"><tr>{head}</tr>{body}</table>'
