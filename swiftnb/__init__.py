@@ -20,6 +20,7 @@ from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, i
                            inference_vllm_async)
 from swiftnb.logs import show_vllm_logs
 from swiftnb.model_types import DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelType, get_default_template_type
+from swiftnb.parity import check_parity
 from swiftnb.server import BackgroundServer, serve
 from swiftnb.settings import GenerationConfig, XRequestConfig
 from swiftnb.template import Template, get_template
@@ -29,7 +30,7 @@ __all__ = [
     'AdapterError', 'BackgroundServer', 'DEMO_ADAPTERS', 'DEMO_MODEL_DIR', 'Delta', 'Engine', 'EngineAsleepError',
     'EngineClosedError', 'EngineStartError',
     'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SettingsError',
-    'SwiftnbError', 'Template', 'UnknownModelError', 'UsageError', 'XRequestConfig', 'check_adapter',
+    'SwiftnbError', 'Template', 'UnknownModelError', 'UsageError', 'XRequestConfig', 'check_adapter', 'check_parity',
     'get_default_template_type',
     'get_engine', 'get_model_list_client', 'get_model_list_client_async', 'get_pt_engine', 'get_template',
     'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',

@@ -20,8 +20,9 @@ def merged_dir_for(ckpt_dir: str) -> Path:
     return path.with_name(path.name + '-merged')
 
 
-def merge_lora(ckpt_dir: str, output_dir: Optional[str] = None) -> Path:
-    """Merge the LoRA adapter at `ckpt_dir` into its base model; the path of the full checkpoint."""
+def merge_lora(ckpt_dir: str, output_dir: Optional[str] = None, base_dir: Optional[str] = None) -> Path:
+    """Merge the LoRA adapter at `ckpt_dir` into its base model (the one its config names, or the model folder
+    `base_dir`); the path of the full checkpoint."""
     model_type, base_path, lora_path = resolve_checkpoint(ckpt_dir)
     if lora_path is None:
         raise ExportError(f'{ckpt_dir!r} is not a LoRA checkpoint (no adapter_config.json); '
@@ -29,7 +30,8 @@ def merge_lora(ckpt_dir: str, output_dir: Optional[str] = None) -> Path:
     output = Path(output_dir).expanduser().resolve() if output_dir else merged_dir_for(ckpt_dir)
     if output.exists():
         raise ExportError(f'{output} already exists; remove it or pass another --output_dir')
-    _, base_dir = resolve_model(model_type, base_path)  # a missing base fails here, before any writing
+    if base_dir is None:
+        _, base_dir = resolve_model(model_type, base_path)  # a missing base fails here, before any writing
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}-', dir=output.parent))
     try:

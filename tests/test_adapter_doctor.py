@@ -1,12 +1,13 @@
 """The LoRA doctor (swiftnb.check_adapter): every planted problem named in one list with its fix, the shipped
-adapters passed, and add_lora refusing what would not load and warning about what would answer differently."""
+adapters passed, and add_lora refusing what would not load and warning about what would answer differently; and
+check_parity: the shipped adapter answers alike served by vLLM, merged on vLLM and on the pt backend."""
 import json
 import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
 
-from swiftnb import DEMO_ADAPTERS, AdapterError, check_adapter
+from swiftnb import DEMO_ADAPTERS, AdapterError, check_adapter, check_parity
 
 
 def planted(tmp_path, **config):
@@ -63,3 +64,24 @@ def test_a_merged_checkpoint_and_broken_files_say_what_they_are(tmp_path):
     assert [f.message for f in check_adapter(path)] == [
         f"{where}: adapter_config.json's r must be a whole number >= 1, got '8'",
         f'{where} has no weights (adapter_model.safetensors or adapter_model.bin not found)']
+
+
+@pytest.mark.slow
+def test_parity_holds_for_the_shipped_adapter_along_the_three_ways(engine):
+    """kakarot served by vLLM, merged into tiny-chat on a second vLLM engine, and on the pt backend: the same
+    greedy answers; the adapter it registered for the check is gone again."""
+    parity = check_parity(engine, str(DEMO_ADAPTERS['kakarot']), max_tokens=32)
+    assert list(parity.answers) == ['adapter on vLLM', 'merged on vLLM', 'adapter on pt']
+    assert parity.ok, str(parity)
+    assert parity.answers['adapter on vLLM'][0].startswith('I am Kakarot')
+    assert str(parity) == ('the same greedy answers along adapter on vLLM, merged on vLLM, adapter on pt for all 3 '
+                           'prompts')
+    assert 'parity-kakarot' not in engine.adapters
+
+
+def test_where_two_ways_part_is_the_first_differing_token(engine):
+    from swiftnb.parity import Parity, _differences
+    ways = {'adapter on vLLM': ['I am Kakarot, a Saiyan.'], 'merged on vLLM': ['I am Kakarot, a warrior.']}
+    parity = Parity(['Who are you?'], ways, _differences(engine.hf_tokenizer, ['Who are you?'], ways))
+    assert not parity.ok
+    assert str(parity) == "'Who are you?': adapter on vLLM and merged on vLLM part at token 5: ' Saiyan' vs ' warrior'"
