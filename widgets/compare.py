@@ -46,6 +46,7 @@ class CompareWidget(StreamingWidget):
         self.prompts = batch_rows(prompts)
         self.score = score or exact_match
         self.answers: dict[str, Answer] = {}
+        self.prompt_sent = ''  # the prompt the answers are to
         self.results: list[dict] = []
         self.views = [_column(name) for name in self.variants]
         self.highlight = widgets.Checkbox(value=True, description='highlight differences from the first column',
@@ -102,6 +103,7 @@ class CompareWidget(StreamingWidget):
         """Send one prompt to every variant at once; the future gives {variant: answer text}."""
         with self._action():
             requests = self._requests(prompt)
+            self.prompt_sent = prompt
             self.answers = {variant: Answer() for variant in self.variants}
             for view in self.views:
                 view.render_html = None
