@@ -57,7 +57,7 @@ class CompareWidget(StreamingWidget):
         self.batch_button.on_click(lambda _: self._from_ui(self.submit_batch))
         self.table = widgets.HTML()
         self.columns = widgets.HBox([view.box for view in self.views])
-        self.run: Optional[tuple] = None  # (run folder, the checkpoints chosen) for from_run's refresh()
+        self.sweep: Optional[tuple] = None  # from_run's (run folder, checkpoints chosen), for refresh()
         self.add_class('swiftnb-compare')
         self.children = [self.settings.box, self.prompt,
                          widgets.HBox([self.send_button, self.stop_button, self.batch_button, self.highlight]),
@@ -75,14 +75,14 @@ class CompareWidget(StreamingWidget):
                              'serves the adapters it was started with: --lora_modules)')
         names = _load_checkpoints(engine, run_dir, checkpoints)
         widget = cls(engine, variants=[None] * base + names, **options)
-        widget.run = (run_dir, checkpoints)
+        widget.sweep = (run_dir, checkpoints)
         return widget
 
     def refresh(self) -> list[str]:
         """Load the run's checkpoints written since and add a column for each; their names."""
-        if self.run is None:
+        if self.sweep is None:
             raise UsageError('refresh() is for a widget made by CompareWidget.from_run')
-        new = [name for name in _load_checkpoints(self.source.engine, *self.run) if name not in self.variants]
+        new = [name for name in _load_checkpoints(self.source.engine, *self.sweep) if name not in self.variants]
         self.variants += new
         self.views += [_column(name) for name in new]
         self.columns.children = [view.box for view in self.views]

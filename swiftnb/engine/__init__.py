@@ -21,9 +21,8 @@ def get_vllm_engine(model_type: Optional[str] = None, torch_dtype=None, *, model
     max_model_len, max_num_seqs, enforce_eager, enable_sleep_mode (CUDA: engine.sleep() /
     engine.wake_up()), distributed_executor_backend ('mp', or 'ray' for a Ray cluster) and ray_address
     (the cluster: 'host:6379', 'ray://host:10001', 'auto'), and engine_kwargs for any other field of
-    vLLM's AsyncEngineArgs. Called again
-    with the same arguments it returns the live engine at once; with other arguments it shuts the
-    live engine down first.
+    vLLM's AsyncEngineArgs. Called again with the same arguments it returns the live engine at once;
+    with other arguments it shuts the live engine down first.
     """
     options = make_options(VllmOptions, 'get_vllm_engine', torch_dtype, options)
     model_type, model_dir = resolve_model(model_type, model_id_or_path)
@@ -69,12 +68,14 @@ def get_engine(model_type: Optional[str] = None, torch_dtype=None, *, infer_back
     return _BUILDERS[infer_backend](model_type, torch_dtype, **kwargs)
 
 
-__all__ = ['Choice', 'Delta', 'Engine', 'LoRARequest', 'get_engine', 'get_pt_engine', 'get_vllm_engine']
-
-
 def check_adapter(path: str, engine: Optional[Engine] = None) -> AdapterReport:
     """The LoRA doctor: everything about the adapter at `path` that would stop an engine loading it, or make its
     answers differ from what was trained, in one list, each with its fix. With `engine`, against that engine too:
     its max_lora_rank, its model's weight shapes and the base the adapter names. add_lora runs the same checks and
     refuses the adapter on the first problem that would stop it loading."""
     return diagnose(path) if engine is None else engine.diagnose_adapter(path)
+
+
+__all__ = ['Choice', 'Delta', 'Engine', 'LoRARequest', 'check_adapter', 'get_engine', 'get_pt_engine',
+           'get_vllm_engine']
+
