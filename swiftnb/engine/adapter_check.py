@@ -3,15 +3,13 @@ against the base model's, read from the safetensors headers (no tensor is loaded
 
 An adapter vLLM accepts by its config alone and then fails to load kills its engine core, and with it every
 request, base ones included; so what vLLM's loader would trip over is said here. `diagnose()` lists every
-problem at once, each with its fix (the doctor, `swiftnb.check_adapter`); engines take an adapter through
-`read_adapter()`, which raises the first problem that would stop it loading as one AdapterError.
+problem at once, each with its fix (the doctor, `swiftnb.check_adapter`); an engine refuses an adapter on the
+first problem that would stop it loading, as one AdapterError (Engine._read_adapter).
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-from swiftnb.errors import AdapterError
 
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
 
@@ -41,15 +39,6 @@ class AdapterReport(list):
                                                          for f in self])
 
     __repr__ = __str__
-
-
-def read_adapter(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None) -> dict:
-    """The adapter's peft config, once config and weights hold together (and fit the base at `base_dir`)."""
-    report = diagnose(path, max_lora_rank, base_dir)
-    blocking = [f for f in report if f.blocking]
-    if blocking:
-        raise AdapterError(blocking[0].message)
-    return report.config
 
 
 def diagnose(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None,

@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Optional
 
-from swiftnb.engine.adapter_check import AdapterReport, diagnose, read_adapter
+from swiftnb.engine.adapter_check import AdapterReport, diagnose
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.progress import shown
 from swiftnb.model_types import MODELS, default_tool_parser
@@ -85,7 +85,7 @@ class Engine(abc.ABC):
         self._closed_because: Optional[str] = None
         self.asleep: Optional[int] = None  # the sleep level while asleep (engine.sleep), else None
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
-        self._adapter_configs: dict[LoRARequest, dict] = {}  # adapters checked, with their peft configs
+        self._adapter_reports: dict[LoRARequest, AdapterReport] = {}  # adapters checked: the doctor's findings
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
         self._lora_ids = itertools.count(1 << 20)
@@ -108,15 +108,19 @@ class Engine(abc.ABC):
     def _close(self) -> None:
         """Free the model and any child process."""
 
-    def _read_adapter(self, lora: LoRARequest, max_lora_rank: Optional[int] = None) -> dict:
-        """Check that this engine takes adapters and that `lora` is one; its peft config. The files are read
-        once per LoRARequest (the pt backend asks on every request; a backend loads an adapter once too)."""
+    def _read_adapter(self, lora: LoRARequest) -> dict:
+        """Check that this engine takes adapters and that `lora` is one (the first problem that would stop it
+        loading is an AdapterError); its peft config. The files are read once per LoRARequest (the pt backend asks
+        on every request; a backend loads an adapter once too)."""
         if not self.enable_lora:
             raise AdapterError(f'adapter {lora.lora_name!r} was requested, but this engine was built without '
                                'LoRA support; create it with enable_lora=True')
-        if lora not in self._adapter_configs:
-            self._adapter_configs[lora] = read_adapter(lora.lora_path, max_lora_rank, self.model_dir)
-        return self._adapter_configs[lora]
+        if lora not in self._adapter_reports:
+            self._adapter_reports[lora] = self.diagnose_adapter(lora.lora_path)
+        blocking = [finding for finding in self._adapter_reports[lora] if finding.blocking]
+        if blocking:
+            raise AdapterError(blocking[0].message)
+        return self._adapter_reports[lora].config
 
     def add_lora(self, name: str, path: str) -> LoRARequest:
         """Register an adapter under a name, for the server and widgets; checked now (what would stop it loading
@@ -125,7 +129,7 @@ class Engine(abc.ABC):
             raise AdapterError(f'the name {name!r} is taken; remove that adapter first or pick another name')
         lora = LoRARequest(name, next(self._lora_ids), str(path))
         self.check_lora(lora)
-        for finding in self.diagnose_adapter(path):
+        for finding in self._adapter_reports[lora]:
             warnings.warn(finding.message, stacklevel=2)  # only findings that do not block are left here
         self.adapters[name] = lora
         return lora

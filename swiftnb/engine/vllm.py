@@ -257,7 +257,7 @@ class VllmEngine(Engine):
         if lora is None:
             return None
         if lora not in self._vllm_loras:
-            self._read_adapter(lora, self.max_lora_rank)
+            self._read_adapter(lora)
             from vllm.lora.request import LoRARequest as VllmLoRARequest
             self._vllm_loras[lora] = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
         return self._vllm_loras[lora]
