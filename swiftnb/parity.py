@@ -5,6 +5,7 @@ vLLM, and the adapter on transformers + peft (the pt backend, as it was trained)
 do not (LlamaFactory #10596: merged and adapter-served outputs differ), the first token where two ways part says
 where to look.
 """
+import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -79,25 +80,22 @@ def check_parity(engine: Engine, adapter: str, prompts: Sequence[str] = PROMPTS,
     return Parity(list(prompts), ways, _differences(engine.hf_tokenizer, list(prompts), ways))
 
 
-class _room_beside:
+@contextlib.contextmanager
+def _room_beside(engine):
     """On a GPU, the engine asleep (level 1) while the other ways run, when it has sleep mode; elsewhere nothing."""
-
-    def __init__(self, engine):
-        self.engine, self.slept = engine, False
-
-    def __enter__(self):
-        import torch
-        if torch.cuda.is_available() and self.engine.options.gpu_memory_utilization > 0.5:
-            if not self.engine.options.enable_sleep_mode:
-                raise UsageError('check_parity runs a second engine beside this one, and this one holds '
-                                 f'{self.engine.options.gpu_memory_utilization:.0%} of the GPU: create it with '
-                                 'enable_sleep_mode=True (it sleeps meanwhile) or a lower gpu_memory_utilization')
-            self.engine.sleep(1)
-            self.slept = True
-
-    def __exit__(self, *_):
-        if self.slept:
-            self.engine.wake_up()
+    import torch
+    if not (torch.cuda.is_available() and engine.options.gpu_memory_utilization > 0.5):
+        yield
+        return
+    if not engine.options.enable_sleep_mode:
+        raise UsageError('check_parity runs a second engine beside this one, and this one holds '
+                         f'{engine.options.gpu_memory_utilization:.0%} of the GPU: create it with '
+                         'enable_sleep_mode=True (it sleeps meanwhile) or a lower gpu_memory_utilization')
+    engine.sleep(1)
+    try:
+        yield
+    finally:
+        engine.wake_up()
 
 
 def _differences(tokenizer, prompts: list, ways: dict) -> list:
