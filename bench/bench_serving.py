@@ -1,15 +1,17 @@
 """Serving: swiftnb's server vs vLLM's own OpenAI server, with vLLM's own serving benchmark.
 
     .venv/bin/python bench/bench_serving.py [--concurrency 16 64] [--reps 2] [--num_prompts 64]
-                                            [--input_len 64] [--output_len 128] [--seconds S] [--profile DIR]
+                                            [--input_len 64] [--output_len 128] [--seconds S] [--waves W]
+                                            [--profile DIR [--profile_at C ...]]
 
 Both servers run the same model (the embedded tiny-chat unless --model) with the same engine
 settings, side by side; runs alternate between them. The workload is vLLM's `random` dataset,
 input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
 TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse).
 --seconds S sizes each run to last about S seconds (from a first run at that concurrency) instead of
---num_prompts; --profile DIR adds one run per server at the highest concurrency under py-spy (raw stacks
-of every thread of the server process into DIR), outside the measured runs.
+--num_prompts, and --waves W to send at least W times the concurrency; --profile DIR adds one run per server
+under py-spy (raw stacks of every thread of the server process into DIR), outside the measured runs, at the
+highest concurrency or at each of --profile_at.
 """
 import argparse
 import contextlib
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import httpx
 
@@ -94,11 +96,13 @@ def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: 
 
 def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: Optional[str] = None,
             progress=print, input_len: int = 64, output_len: int = 128, seconds: Optional[float] = None,
-            engine_args: Optional[dict] = None, profile: Optional[Path] = None, on_row=None) -> list[dict]:
+            engine_args: Optional[dict] = None, profile: Optional[Path] = None, profile_at: Sequence[int] = (),
+            waves: int = 1, on_row=None) -> list[dict]:
     """Per concurrency: median output tokens/s, TTFT and TPOT of each server. `seconds`: size each run to last
-    about that long (from a first run at that concurrency); `engine_args`: vLLM engine arguments both servers
-    start with; `profile`: a folder for one py-spy profiled run per server at the highest concurrency; `on_row`: called
-    with each concurrency's row as soon as it is measured."""
+    about that long (from a first run at that concurrency); `waves`: and to send at least that many times the
+    concurrency's prompts (a run of two waves is mostly its ramps); `engine_args`: vLLM engine arguments both
+    servers start with; `profile`: a folder for one py-spy profiled run per server at each concurrency of
+    `profile_at` (default: the highest); `on_row`: called with each concurrency's row as soon as it is measured."""
     model = model or str(DEMO_MODEL_DIR)
     engine_args = engine_args or {}
     lengths = (input_len, output_len)
@@ -121,6 +125,7 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                 probe = max(8, 2 * c)
                 took = run_benchmark(vllm_port, model, c, probe, *lengths)['seconds']
                 prompts = max(probe, c * round(probe / c * seconds / took))
+            prompts = max(prompts, waves * c)
             samples = {name: [] for name in servers}
             for _ in range(reps):
                 for name, (port, _) in servers.items():
@@ -135,10 +140,13 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                 on_row(row)
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
-            for name, (port, proc) in servers.items():
-                result = profiled_run(proc, port, model, rows[-1]['concurrency'], rows[-1]['prompts'], lengths,
-                                      profile / f'{name}_c{rows[-1]["concurrency"]}.txt')
-                progress(f'profiled c={rows[-1]["concurrency"]} {name} server: {result}')
+            for row in rows:
+                if row['concurrency'] not in (profile_at or [rows[-1]['concurrency']]):
+                    continue
+                c = row['concurrency']
+                for name, (port, proc) in servers.items():
+                    result = profiled_run(proc, port, model, c, row['prompts'], lengths, profile / f'{name}_c{c}.txt')
+                    progress(f'profiled c={c} {name} server: {result}')
     return rows
 
 
@@ -161,10 +169,13 @@ def main():
     parser.add_argument('--input_len', type=int, default=64)
     parser.add_argument('--output_len', type=int, default=128)
     parser.add_argument('--seconds', type=float, help='size each run to last about this long')
-    parser.add_argument('--profile', type=Path, help='a folder for py-spy profiles at the highest concurrency')
+    parser.add_argument('--waves', type=int, default=1, help='send at least this many times the concurrency')
+    parser.add_argument('--profile', type=Path, help='a folder for py-spy profiles (at the highest concurrency)')
+    parser.add_argument('--profile_at', type=int, nargs='+', default=(), help='profile at these concurrencies')
     args = parser.parse_args()
     rows = measure(args.concurrency, args.reps, args.num_prompts, args.model, input_len=args.input_len,
-                   output_len=args.output_len, seconds=args.seconds, profile=args.profile)
+                   output_len=args.output_len, seconds=args.seconds, profile=args.profile,
+                   profile_at=args.profile_at, waves=args.waves)
     print('\n' + table(rows))
 
 

@@ -1,7 +1,8 @@
 """`make bench` on a CUDA machine: each GPU row against its peer in the same run, as one table.
 
-    python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20]
-                            [--concurrency 1 16 64 256] [--reps 2] [--profile] [--out DIR]
+    python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
+                            [--concurrency 1 16 64 256] [--reps 2] [--profile [C ...]] [--batch_prompts 1024]
+                            [--out DIR]
 
 Rows:
   start    two "kernels" in turn (fresh processes; vLLM's compile caches empty for the first, kept for the
@@ -11,10 +12,12 @@ Rows:
   sleep    the first random-weight model with enable_sleep_mode: sleep and wake at levels 1 and 2 and the memory
            it frees, against the engine's start (tests/test_gpu.py checks the answers after waking, on the trained
            demo model: random bf16 weights give near-ties that flip from one run to the next)
-  batch    inference_vllm vs vLLM's LLM.generate on the first random-weight model (bench_batch)
+  batch    inference_vllm vs vLLM's LLM.generate on the first random-weight model (bench_batch), --batch_prompts
+           prompts of 128 tokens, 256 new tokens each
   serving  swiftnb's server vs vLLM's own on each random-weight model: vLLM's serving benchmark, random 128
-           tokens in / 256 out, ignore_eos, runs of about --seconds, alternating (bench_serving); --profile: one
-           more run per server at the highest concurrency under py-spy (first model)
+           tokens in / 256 out, ignore_eos, runs of about --seconds and at least --waves times the concurrency's
+           prompts, alternating (bench_serving); --profile [C ...]: one more run per server under py-spy at the
+           highest concurrency or at each C (first model)
 The random-weight models are Qwen2-0.5B's and -1.5B's configurations (bench/random_model.py). Engines that
 share the card (batch, serving) each take 0.4 of it. Writes DIR/gpu_bench.json and DIR/gpu_bench.md.
 """
@@ -33,7 +36,7 @@ sys.path.insert(0, str(HERE))
 from random_model import random_qwen2, random_words  # noqa: E402
 
 SHARED = {'gpu_memory_utilization': 0.4}  # two engines on one card
-BATCH = dict(prompts=256, prompt_tokens=128, new_tokens=256, reps=3)
+BATCH = dict(prompt_tokens=128, new_tokens=256, reps=3)
 START = '''
 import json, sys, time
 began = time.perf_counter()
@@ -80,12 +83,12 @@ def sleep_row(model_dir: Path, out: list) -> None:
     engine.shutdown()
 
 
-def batch_row(model_dir: Path, out: list) -> None:
+def batch_row(model_dir: Path, prompts: int, out: list) -> None:
     import bench_batch
     from transformers import AutoTokenizer
     from swiftnb.engine import registry
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    queries = [random_words(tokenizer, BATCH['prompt_tokens'], seed) for seed in range(BATCH['prompts'])]
+    queries = [random_words(tokenizer, BATCH['prompt_tokens'], seed) for seed in range(prompts)]
     figures = bench_batch.measure(prompts=len(queries), new_tokens=BATCH['new_tokens'], reps=BATCH['reps'],
                                   model=str(model_dir), engine_options=SHARED, queries=queries)
     registry.live_engine().shutdown()
@@ -96,13 +99,14 @@ def batch_row(model_dir: Path, out: list) -> None:
 def serving_rows(model_dir: Path, args, out: list, save) -> None:
     import bench_serving
     first = model_dir.parent.name == args.sizes[0]  # profiled once: what comes back from the machine is limited
-    profile = Path(args.out) / f'profile-{model_dir.parent.name}' if args.profile and first else None
+    profile = Path(args.out) / f'profile-{model_dir.parent.name}' if args.profile is not None and first else None
 
     def keep(row):  # each concurrency's row is saved as it comes
         out.append({'row': 'serving', 'model': model_dir.parent.name, **row})
         save()
     rows = bench_serving.measure(args.concurrency, args.reps, model=str(model_dir), input_len=128, output_len=256,
-                                 seconds=args.seconds, engine_args=SHARED, profile=profile, on_row=keep)
+                                 seconds=args.seconds, engine_args=SHARED, profile=profile,
+                                 profile_at=args.profile or (), waves=args.waves, on_row=keep)
     print(bench_serving.table(rows), flush=True)
 
 
@@ -137,7 +141,9 @@ def main():
     parser.add_argument('--seconds', type=float, default=20)
     parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 16, 64, 256])
     parser.add_argument('--reps', type=int, default=2)
-    parser.add_argument('--profile', action='store_true')
+    parser.add_argument('--waves', type=int, default=1)
+    parser.add_argument('--profile', type=int, nargs='*', help='alone: at the highest concurrency')
+    parser.add_argument('--batch_prompts', type=int, default=1024)
     parser.add_argument('--out', default=os.environ.get('OUT', '.'))
     args = parser.parse_args()
     import torch
@@ -149,6 +155,7 @@ def main():
     models = {size: random_qwen2(folder / size, size)[0] for size in args.sizes} \
         if set(args.rows) - {'start'} else {}
     out = []
+    Path(args.out).mkdir(parents=True, exist_ok=True)
 
     def save():  # after every row: what was measured comes back even when a later row fails or runs out of time
         Path(args.out, 'gpu_bench.json').write_text(json.dumps({'header': header, 'rows': out}, indent=1))
@@ -162,7 +169,7 @@ def main():
             sleep_row(models[args.sizes[0]], out)
             save()
         if 'batch' in args.rows:
-            batch_row(models[args.sizes[0]], out)
+            batch_row(models[args.sizes[0]], args.batch_prompts, out)
             save()
         if 'serving' in args.rows:
             for model_dir in models.values():

@@ -66,7 +66,8 @@ def build_engine(args, extra_loras: Optional[dict] = None):
                              tensor_parallel_size=args.tensor_parallel_size,
                              pipeline_parallel_size=args.pipeline_parallel_size,
                              data_parallel_size=args.data_parallel_size, ray_address=args.ray_address,
-                             gpu_memory_utilization=args.gpu_memory_utilization)
+                             gpu_memory_utilization=args.gpu_memory_utilization,
+                             defaults_for='server' if args.command == 'deploy' else 'batch')
     return engine, loras
 
 

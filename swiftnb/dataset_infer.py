@@ -65,7 +65,7 @@ def run(engine: Engine, template: Template, rows: list[dict], config: Generation
     lines: dict[int, str] = {}
     from tqdm.auto import tqdm
     with open(result_path, 'w', encoding='utf-8') as out, tqdm(total=len(rows), disable=not progress) as bar:
-        for choices in engine.loop.iterate(lambda: stream_choices(engine, prepared, lora)):
+        for choices in engine.loop.iterate(lambda: stream_choices(engine, prepared, lora, final_only=True)):
             for i, choice in enumerate(choices):
                 if choice.finish_reason and i not in lines:  # written at once: an interrupt keeps it
                     lines[i] = json.dumps({**rows[i], 'response': choice.text}, ensure_ascii=False) + '\n'

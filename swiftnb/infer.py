@@ -63,10 +63,12 @@ def prepare(engine: Engine, template: Template, request_list: list, config: Gene
     return prepared
 
 
-async def stream_choices(engine: Engine, prepared: list[Prepared], lora) -> AsyncIterator[list[Choice]]:
-    """All requests at once; yields their first choices each time any of them grew."""
+async def stream_choices(engine: Engine, prepared: list[Prepared], lora,
+                         final_only: bool = False) -> AsyncIterator[list[Choice]]:
+    """All requests at once; yields their first choices each time any of them grew (`final_only`: finished)."""
     choices = [Choice() for _ in prepared]
-    async for batch in interleave([engine.stream(p.prompt_ids, p.config, lora) for p in prepared]):
+    streams = [engine.stream(p.prompt_ids, p.config, lora, final_only=final_only) for p in prepared]
+    async for batch in interleave(streams):
         for i, delta in batch:
             if delta.index == 0:  # with n > 1 the seed's API reports the first choice
                 choices[i].add(delta)
@@ -108,7 +110,9 @@ async def _batch(engine, template, request_list, generation_config, generation_i
     if use_tqdm:
         from tqdm.auto import tqdm
         progress = tqdm(total=len(prepared))
-    async for choices in stream_choices(engine, prepared, lora_request):
+    # Only whole answers are returned (and counted), so vLLM sends each once, as LLM.generate has it do:
+    # no per-step output objects for its output handler and this loop to pass along.
+    async for choices in stream_choices(engine, prepared, lora_request, final_only=True):
         if progress is not None:
             progress.update(sum(c.finish_reason is not None for c in choices) - progress.n)
     if progress is not None:

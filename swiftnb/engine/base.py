@@ -92,8 +92,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
-               request_id: Optional[str] = None) -> AsyncIterator[Delta]:
-        """Yield Deltas for one request; runs on the engine loop. Closing it aborts the request."""
+               request_id: Optional[str] = None, final_only: bool = False) -> AsyncIterator[Delta]:
+        """Yield Deltas for one request; runs on the engine loop. Closing it aborts the request.
+        `final_only`: the caller wants only whole answers, so a backend may send each choice once, when it
+        finishes, instead of a delta per step (vLLM's FINAL_ONLY, as LLM.generate asks; the pt backend streams)."""
 
     @abc.abstractmethod
     def check_lora(self, lora: Optional[LoRARequest]) -> None:

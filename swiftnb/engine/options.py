@@ -28,7 +28,7 @@ class VllmOptions:
     data_parallel_size: int = 1  # replicas of the model, each with its own engine core; requests spread over them
     gpu_memory_utilization: float = 0.9
     max_model_len: Optional[int] = None
-    max_num_seqs: int = 256
+    max_num_seqs: Optional[int] = None  # None: vLLM's default for the card and for `defaults_for`
     enforce_eager: bool = False
     enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
     distributed_executor_backend: Optional[str] = None  # 'mp': the ranks on this machine; 'ray': on a Ray cluster
@@ -36,9 +36,16 @@ class VllmOptions:
     # then RAY_ADDRESS, the cluster `ray start` last started here, or a new local one). With it, the backend defaults
     # to 'ray'; with 'mp' the ranks run on this machine and their devices are held in the cluster's books.
     ray_address: Optional[str] = None
+    # swiftnb's: whose defaults vLLM gives max_num_seqs and max_num_batched_tokens where they are not set: 'batch'
+    # LLM's (on an H100/H200 1024 sequences and 16384 tokens a step), 'server' `vllm serve`'s (1024, 8192).
+    # AsyncLLM alone takes neither (128 and 2048): behind vLLM's server at 256 streams and LLM.generate in batches.
+    defaults_for: str = 'batch'
     engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_prefix_caching
 
     def __post_init__(self):
+        if self.defaults_for not in ('batch', 'server'):
+            raise UsageError(f"defaults_for must be 'batch' (LLM's) or 'server' (vllm serve's), "
+                             f'got {self.defaults_for!r}')
         if self.ray_address is not None and self.distributed_executor_backend is None:
             object.__setattr__(self, 'distributed_executor_backend', 'ray')  # equal options for equal engines
 
@@ -66,6 +73,7 @@ class VllmOptions:
         args = asdict(self)
         extra = args.pop('engine_kwargs')
         del args['ray_address']  # vLLM's engine process finds the cluster through RAY_ADDRESS (ray_cluster.py)
+        del args['defaults_for']  # vLLM's usage context, given to the engine beside its arguments (vllm.py)
         return {**args, **extra}
 
 

@@ -111,7 +111,7 @@ class PtEngine(Engine):
         self.loop.asyncio_loop.call_soon_threadsafe(put)
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
-                     request_id: Optional[str] = None) -> AsyncIterator[Delta]:
+                     request_id: Optional[str] = None, final_only: bool = False) -> AsyncIterator[Delta]:
         max_tokens = self.admit(prompt_ids, config)
         self.check_lora(lora)
         request = PtRequest(list(prompt_ids), config, lora, max_tokens, asyncio.Queue())

@@ -43,7 +43,7 @@ def engine_args(model_dir: str, options: VllmOptions):
                              'engine dies at the first request); use tensor_parallel_size, or no LoRA')
         _check_ray(options, current_platform)
         try:
-            args.create_engine_config()  # vLLM does it again at start; it reads config.json only (~1 ms)
+            args.create_engine_config(usage_context(options))  # again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
             limit = _model_limit(model_dir, options) if options.max_model_len else None
             if limit is not None and options.max_model_len > limit:
@@ -51,6 +51,12 @@ def engine_args(model_dir: str, options: VllmOptions):
                                  f'pass max_model_len <= {limit}') from None
             raise UsageError(f'vLLM refused the engine arguments: {_reason(error)}') from None
     return args
+
+
+def usage_context(options: VllmOptions):
+    """vLLM's UsageContext for `defaults_for`: the one that picks its max_num_seqs and max_num_batched_tokens."""
+    from vllm.usage.usage_lib import UsageContext
+    return UsageContext.OPENAI_API_SERVER if options.defaults_for == 'server' else UsageContext.LLM_CLASS
 
 
 def _ray_plan(options: VllmOptions) -> Optional[tuple[int, str, bool]]:
@@ -145,7 +151,7 @@ class VllmEngine(Engine):
                 self._ray = ray_cluster.Reservation(ranks, device, here_only=not executor)
             progress.stage('spawning the engine process')
             group = self._ray.group if plan is not None and plan[2] else None  # for vLLM's Ray executor
-            future = self.loop.submit(self._start(args, self.options.ranks(), group))
+            future = self.loop.submit(self._start(args, self.options, group))
             while True:
                 try:
                     llm = future.result(timeout=0.25)
@@ -166,12 +172,12 @@ class VllmEngine(Engine):
         return llm
 
     @staticmethod
-    async def _start(args, ranks: int, placement_group=None):
+    async def _start(args, options: VllmOptions, placement_group=None):
         from vllm.v1.engine.async_llm import AsyncLLM
-        with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(ranks):
+        with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(options.ranks()):
             if placement_group is None:
-                return AsyncLLM.from_engine_args(args)
-            config = args.create_engine_config()
+                return AsyncLLM.from_engine_args(args, usage_context=usage_context(options))
+            config = args.create_engine_config(usage_context(options))
             config.parallel_config.placement_group = placement_group  # vLLM's executor uses it as given
             return AsyncLLM.from_vllm_config(config, enable_log_requests=args.enable_log_requests,
                                              disable_log_stats=args.disable_log_stats)
@@ -263,8 +269,8 @@ class VllmEngine(Engine):
         return self._vllm_loras[lora]
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
-                     request_id: Optional[str] = None) -> AsyncIterator[Delta]:
-        params = sampling_params(config, self.admit(prompt_ids, config))
+                     request_id: Optional[str] = None, final_only: bool = False) -> AsyncIterator[Delta]:
+        params = sampling_params(config, self.admit(prompt_ids, config), delta=not final_only)
         generator = self.client.generate({'prompt_token_ids': prompt_ids}, params,
                                          request_id or self.new_request_id(), lora_request=self.vllm_lora(lora))
         async with contextlib.aclosing(generator):  # leaving early aborts the request in vLLM
