@@ -13,6 +13,7 @@ __version__ = '0.1.0'
 
 from swiftnb.client import (get_model_list_client, get_model_list_client_async, inference_client,
                             inference_client_async)
+from swiftnb.divergence import divergence
 from swiftnb.engine import Delta, Engine, LoRARequest, check_adapter, get_engine, get_pt_engine, get_vllm_engine
 from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, EngineStartError, ModelNotFoundError,
                             PromptTooLongError, SettingsError, SwiftnbError, UnknownModelError, UsageError)
@@ -31,7 +32,7 @@ __all__ = [
     'EngineClosedError', 'EngineStartError',
     'GenerationConfig', 'LoRARequest', 'ModelNotFoundError', 'ModelType', 'PromptTooLongError', 'SettingsError',
     'SwiftnbError', 'Template', 'UnknownModelError', 'UsageError', 'XRequestConfig', 'check_adapter', 'check_parity',
-    'get_default_template_type',
+    'divergence', 'get_default_template_type',
     'get_engine', 'get_model_list_client', 'get_model_list_client_async', 'get_pt_engine', 'get_template',
     'get_vllm_engine', 'inference_client', 'inference_client_async', 'inference_stream_vllm',
     'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'serve', 'show_vllm_logs',
