@@ -114,8 +114,9 @@ def _adapter(engine: Engine, adapter) -> tuple[LoRARequest, bool]:
         return engine.adapter(adapter), False
     from pathlib import Path
     if not Path(adapter).is_dir():
-        raise UsageError(f'{adapter!r} is neither an adapter this engine serves ({", ".join(engine.adapters) or "none"}) '
-                         'nor a folder; pass a name, a LoRARequest or the adapter folder')
+        served = ', '.join(engine.adapters) or 'none'
+        raise UsageError(f'{adapter!r} is neither an adapter this engine serves ({served}) nor a folder; pass a name, '
+                         'a LoRARequest or the adapter folder')
     return engine.add_lora(f'divergence-{Path(adapter).name}', adapter), True
 
 

@@ -1,10 +1,12 @@
-"""Both widgets in JupyterLab, in a real browser: Debian's chromium driven by Playwright.
+"""The widgets in JupyterLab, in a real browser: Debian's chromium driven by Playwright.
 
 JupyterLab runs headless on a free port; a notebook makes a pt engine with the demo adapters and
-shows both widgets. The test types into them as a user does and waits for the streamed answers in
-the DOM, which must equal what the engine answers alone. Screenshots go to the test's directory
-(and to $SWIFTNB_SCREENSHOTS, which `make screenshots` sets to docs/, for the README).
+shows the chat, the comparison, the blind comparison and a divergence view. The test types into them as a
+user does and waits for the streamed answers in the DOM, which must equal what the engine answers alone; it
+votes in the blind one with a button and with a key, and reads the rows from the votes file. Screenshots go to
+the test's directory (and to $SWIFTNB_SCREENSHOTS, which `make screenshots` sets to docs/, for the README).
 """
+import json
 import os
 import shutil
 
@@ -23,6 +25,10 @@ CELLS = [
     "    engine.add_lora(name, str(path))",
     "chat = ChatWidget(engine, max_tokens=64)\nchat",
     "compare = CompareWidget(engine, variants=[None, 'kakarot', 'pirate'], max_tokens=48)\ncompare",
+    "from swiftnb.widgets import BlindCompare\n"
+    "blind = BlindCompare(engine, variants=[None, 'kakarot', 'pirate'], votes_file='votes.jsonl', max_tokens=32,\n"
+    "                     seed=1)\nblind",
+    "from swiftnb import divergence\ndivergence(engine, 'who are you?', 'kakarot', max_tokens=24)",
 ]
 
 
@@ -61,7 +67,20 @@ def run_all_cells(page, tries: int = 3):
                 raise
 
 
-def test_both_widgets_stream_in_jupyterlab(lab, pt_engine, tmp_path):
+COMPARE, BLIND = '.swiftnb-compare:not(.swiftnb-blind)', '.swiftnb-blind'
+
+
+def answers_finished(page, widget: str) -> None:
+    page.wait_for_function(f"() => [...document.querySelectorAll('{widget} .swiftnb-answer')]"
+                           ".every(a => /· (stop|length)/.test(a.textContent))")
+
+
+def vote_rows(root) -> list:
+    votes = root / 'votes.jsonl'
+    return [json.loads(line) for line in votes.read_text().splitlines()] if votes.exists() else []
+
+
+def test_the_widgets_in_jupyterlab(lab, pt_engine, tmp_path):
     url, root = lab
     expected_chat = direct_answer(pt_engine, 'Who are you?', max_new_tokens=64)
     expected_columns = [direct_answer(pt_engine, 'Who are you?', adapter=a, max_new_tokens=48)
@@ -83,21 +102,49 @@ def test_both_widgets_stream_in_jupyterlab(lab, pt_engine, tmp_path):
                                "?.textContent.includes('tokens/s')")
         assert chat.locator('textarea.swiftnb-prompt').input_value() == ''
 
-        compare = page.locator('.swiftnb-compare')
+        compare = page.locator(COMPARE)
         compare.locator('textarea.swiftnb-prompt').fill('Who are you?')
         compare.get_by_role('button', name='Send').click()
-        page.wait_for_function("() => [...document.querySelectorAll('.swiftnb-compare .swiftnb-answer')]"
-                               ".every(a => /· (stop|length)/.test(a.textContent))")
+        answers_finished(page, COMPARE)
         columns = compare.locator('.swiftnb-answer')
         assert columns.count() == 3
         for i, expected in enumerate(expected_columns):
-            text = text_without_deletions(page, f'.swiftnb-compare .swiftnb-answer >> nth={i} >> .swiftnb-body')
+            text = text_without_deletions(page, f'{COMPARE} .swiftnb-answer >> nth={i} >> .swiftnb-body')
             assert text.strip() == expected, i
         assert compare.locator('mark').count() > 0  # the adapters' differences are highlighted
 
-        shots = [tmp_path / 'chat_widget.png', tmp_path / 'compare_widget.png']
-        chat.screenshot(path=shots[0])
-        compare.screenshot(path=shots[1])
+        # Blind mode: a click on a vote button, then a key on the key strip, each appends the vote's DPO rows.
+        blind = page.locator(BLIND)
+        assert blind.locator('.swiftnb-answer').count() == 3
+        for vote in ('click', 'key'):
+            before = len(vote_rows(root))
+            shown = blind.locator('.swiftnb-answer .swiftnb-body').all_inner_texts()
+            blind.locator('textarea.swiftnb-prompt').fill('Who are you?' if vote == 'click' else 'Hello!')
+            blind.locator('textarea.swiftnb-prompt').press('Enter')
+            page.wait_for_function("""shown => [...document.querySelector('.swiftnb-blind')
+                                   .querySelectorAll('.swiftnb-answer')].every(a => /· (stop|length)/.test(
+                                   a.textContent) && !shown.includes(a.querySelector('.swiftnb-body').innerText))""",
+                                   arg=shown)
+            if vote == 'click':
+                blind.get_by_role('button', name='A is better').click()
+            else:
+                blind.locator('.swiftnb-vote-keys').click()
+                blind.locator('.swiftnb-vote-keys').press('b')
+            page.wait_for_function("n => document.querySelector('.swiftnb-blind')"
+                                   ".textContent.includes(`${n} votes in votes.jsonl`)", arg=1 + (vote == 'key'))
+            rows = vote_rows(root)[before:]
+            assert rows and all(set(row) == {'messages', 'rejected_response'} for row in rows), rows
+        blind.get_by_role('button', name='Reveal win rates').click()
+        page.wait_for_function("() => document.querySelector('.swiftnb-blind').textContent.includes('95% interval')")
+
+        found = page.locator('.swiftnb-divergence')
+        found.wait_for()
+        assert found.locator('span[title]').count() > 10 and 'nats/token' in found.inner_text()
+
+        shots = [tmp_path / name for name in ('chat_widget.png', 'compare_widget.png', 'blind_compare.png',
+                                              'divergence.png')]
+        for widget, shot in zip((chat, compare, blind, found), shots):
+            widget.screenshot(path=shot)
     if os.environ.get('SWIFTNB_SCREENSHOTS'):
         for shot in shots:
             shutil.copy(shot, os.environ['SWIFTNB_SCREENSHOTS'])

@@ -3,6 +3,7 @@
     blind = BlindCompare(engine, variants=[None, 'checkpoint-100', 'checkpoint-200'], votes_file='votes.jsonl',
                          prompts=['Who are you?', ...])
     blind                      # columns A, B, C in an order drawn anew for every prompt; vote with the buttons
+                               # or keys (A, B, ..., T tie, N none good, once the key strip has focus)
     blind.vote('B')            # or from code: 'A', 'B', ... for the better answer, 'tie', or 'bad' (none is good)
     blind.win_rates()          # revealed only when asked: {variant: (wins, votes, low, high)}
 
@@ -22,6 +23,7 @@ import ipywidgets as widgets
 
 from swiftnb.errors import UsageError
 from swiftnb.widgets.compare import CompareWidget
+from swiftnb.widgets.vote_keys import VoteKeys
 
 LETTERS = 'ABCDEFGHIJ'
 
@@ -38,6 +40,7 @@ class BlindCompare(CompareWidget):
         self.votes: list[dict] = []  # {'prompt', 'order': variants as shown, 'choice'}
         self._draw = random.Random(seed)
         self._next = 0  # the next of `prompts` to send
+        self.add_class('swiftnb-blind')
         self.highlight.value = False  # marks against "the first column" would tell which one that is
         for letter, view in zip(LETTERS, self.views):
             view.title.value = f'<b>{letter}</b>'
@@ -46,10 +49,15 @@ class BlindCompare(CompareWidget):
         self.vote_buttons = [widgets.Button(description=labels.get(c, f'{c} is better')) for c in choices]
         for choice, button in zip(choices, self.vote_buttons):
             button.on_click(lambda _, choice=choice: self._from_ui(self.vote, choice))
-        self.reveal_button = widgets.Button(description='Reveal win rates', icon='eye')
+        self.reveal_button = widgets.Button(description='Reveal win rates', icon='eye',
+                                            layout=widgets.Layout(width='auto'))
         self.reveal_button.on_click(lambda _: self._from_ui(self.reveal))
+        keys = {**{c: c for c in choices[:-2]}, 'T': 'tie', 'N': 'bad'}
+        self.vote_keys = VoteKeys(label=f'Vote with keys: click here, then {"/".join(choices[:-2])} for the better '
+                                        'answer, T for a tie, N when none is good')
+        self.vote_keys.on_key(lambda key: self._from_ui(self.vote, keys[key]) if key in keys else None)
         self.children = [*self.children[:4], widgets.HBox([*self.vote_buttons, self.reveal_button]),
-                         *self.children[4:]]
+                         self.vote_keys, *self.children[4:]]
 
     def shows(self) -> str:
         return f'{len(self.variants)} answers, names hidden; {len(self.votes)} votes'

@@ -180,8 +180,9 @@ def _check_targets(shapes: dict, base: dict, base_dir, vllm_embeddings: Optional
     targets = sorted({name.removeprefix('base_model.model.').split('.lora_')[0] for name in shapes if '.lora_' in name})
     missing = [m for m in targets if base and f'{m}.weight' not in base and not m.endswith('lm_head')]  # lm_head: tied
     if missing:
-        findings.append(Finding(f'{where} adapts {", ".join(missing[:3])}{" ..." * (len(missing) > 3)}, which the model '
-                                f'at {base_dir} does not have: it was trained for another model'))
+        named = ', '.join(missing[:3]) + ' ...' * (len(missing) > 3)
+        findings.append(Finding(f'{where} adapts {named}, which the model at {base_dir} does not have: it was trained '
+                                'for another model'))
     if vllm_embeddings is not None:
         embeddings = sorted({m.rsplit('.', 1)[-1] for m in targets if m.rsplit('.', 1)[-1] in EMBEDDINGS}
                             - set(vllm_embeddings))
