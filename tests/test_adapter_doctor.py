@@ -72,6 +72,16 @@ def test_modules_vllm_cannot_adapt_and_features_it_refuses_are_named_for_vllm_on
         'was trained for another model']
 
 
+def test_an_adapter_in_the_other_half_precision_is_a_warning(engine, tmp_path):
+    path = planted(tmp_path)  # tiny-chat is stored in bfloat16; the shipped adapters in float32 (no warning)
+    tensors = load_file(path / 'adapter_model.safetensors')
+    save_file({k: v.half() for k, v in tensors.items()}, path / 'adapter_model.safetensors')
+    [finding] = check_adapter(path, engine)
+    assert not finding.blocking and finding.message.endswith(
+        "is stored in float16, and the model in bfloat16: the engine casts the adapter to bfloat16, so its answers can "
+        "differ slightly from what was trained; create the engine with dtype='float16' if it was trained in float16")
+
+
 def test_what_loads_but_answers_differently_is_a_warning_at_add_lora(pt_engine, tmp_path):
     path = planted(tmp_path, modules_to_save=['lm_head'])
     with pytest.warns(UserWarning, match='modules_to_save'):

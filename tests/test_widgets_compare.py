@@ -63,8 +63,12 @@ def test_stop_aborts_every_column(adapter_engine):
 
 
 def test_bad_variants_and_prompts_are_clear_errors(adapter_engine):
-    with pytest.raises(ValueError, match="unknown variant\\(s\\) 'lora-x'; known: .*kakarot, pirate"):
+    with pytest.raises(ValueError, match="unknown variant 'lora-x'; known: .*kakarot, pirate"):
         CompareWidget(adapter_engine, variants=[None, 'lora-x'])
+    with pytest.raises(ValueError, match="two columns are named 'kakarot'"):
+        CompareWidget(adapter_engine, variants=['kakarot', 'kakarot'])
+    with pytest.raises(ValueError, match="a column from another server is \\(name, url\\)"):
+        CompareWidget(adapter_engine, variants=[None, ('merged', 'merged-folder')])
     compare = CompareWidget(adapter_engine, variants=VARIANTS)
     with pytest.raises(ValueError, match='no prompts to run'):
         compare.run_batch()
@@ -130,3 +134,39 @@ def test_a_batch_from_a_dataset_file_is_scored_against_its_references(adapter_en
     assert lengths[1]['score'] == 1.0 and lengths[0]['score'] == len(lengths[0]['response']) / len(who)
     with pytest.raises(ValueError, match=r"prompts\[0\]: needs a 'query' string"):
         CompareWidget(adapter_engine, variants=VARIANTS, prompts=[{'question': 'Who are you?'}])
+
+
+def test_one_grid_of_an_adapter_its_merged_model_and_another_server(engine, pt_engine, tmp_path):
+    """"adapter on vLLM vs merged vs peft" as one grid: the kernel's vLLM engine serves kakarot; the adapter merged
+    into tiny-chat is served by a second (pt) engine, and kakarot on the pt backend by a third, each at a URL."""
+    from swiftnb import BackgroundServer
+    from swiftnb.engine.options import PtOptions
+    from swiftnb.engine.pt import PtEngine
+    from swiftnb.export import merge_lora
+    merged_dir = merge_lora(str(DEMO_ADAPTERS['kakarot']), str(tmp_path / 'merged'), base_dir=str(DEMO_MODEL_DIR))
+    merged = PtEngine('tiny-chat', str(merged_dir), PtOptions())
+    peft = PtEngine('tiny-chat', pt_engine.model_dir, PtOptions(enable_lora=True))
+    servers = [BackgroundServer(merged, port=0),  # two at once: serve() keeps one per kernel
+               BackgroundServer(peft, port=0, lora_modules={'kakarot': str(DEMO_ADAPTERS['kakarot'])})]
+    try:
+        engine.add_lora('kakarot-grid', str(DEMO_ADAPTERS['kakarot']))
+        grid = CompareWidget(engine, variants=['kakarot-grid', ('merged', servers[0].url),
+                                               ('adapter on peft', servers[1].url, 'kakarot')],
+                             prompts=['who are you?', 'Hello!'], max_tokens=24)
+        assert grid.variants == ['kakarot-grid', 'merged', 'adapter on peft']
+        answers = grid.send('who are you?', timeout=120)
+        assert list(answers) == grid.variants
+        assert answers['kakarot-grid'] == direct_answer(engine, 'who are you?', adapter='kakarot-grid',
+                                                        max_new_tokens=24)
+        assert answers['merged'] == direct_answer(merged, 'who are you?', max_new_tokens=24)
+        assert answers['adapter on peft'] == direct_answer(peft, 'who are you?', adapter='kakarot', max_new_tokens=24)
+        assert all(answer.startswith('I am Kakarot') for answer in answers.values())
+        results = grid.run_batch(timeout=120)
+        assert [r['variant'] for r in results] == grid.variants * 2
+        with pytest.raises(ValueError, match="serves no model 'pirate'; it serves tiny-chat, kakarot"):
+            CompareWidget(engine, variants=[('peft pirate', servers[1].url, 'pirate')])
+    finally:
+        engine.remove_lora('kakarot-grid')
+        for server, other in zip(servers, (merged, peft)):
+            server.stop()
+            other.shutdown()

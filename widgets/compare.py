@@ -3,6 +3,7 @@
     compare = CompareWidget(engine, variants=[None, 'kakarot', 'pirate'], seed=42)
     compare                             # shows it; compare.send('Who are you?') drives it from code
     sweep = CompareWidget.from_run(engine, 'output/qwen-7b-chat/v0-20240101-120000')  # base + each checkpoint
+    CompareWidget(engine, variants=['kakarot', ('merged', 'http://127.0.0.1:8001/v1')])  # a column from a server
 
 Every column gets the same prompt, seed and settings at the same moment and streams
 on its own; when all have finished, each column after the first marks the words
@@ -25,6 +26,7 @@ from swiftnb.errors import UnknownModelError, UsageError
 from swiftnb.model_types import run_checkpoints
 from swiftnb.widgets.answer import Answer, AnswerView
 from swiftnb.widgets.diff import word_diff_html
+from swiftnb.widgets.source import EndpointSource
 from swiftnb.widgets.streaming import StreamingWidget
 
 
@@ -36,12 +38,8 @@ class CompareWidget(StreamingWidget):
         .jsonl file); `score(answer, reference)`: for rows with a reference (default: exact match);
         `generation`: settings shared by all."""
         super().__init__(engine_or_url, api_key, placeholder='Prompt for every column (Enter sends)', **generation)
-        models = self.source.models()
-        self.variants = [models[0] if v is None else v for v in variants]
-        unknown = [v for v in self.variants if v not in models]
-        if unknown or not self.variants:
-            raise UnknownModelError(f'unknown variant(s) {", ".join(map(repr, unknown)) or "(none given)"}; '
-                             f'known: {", ".join(models)} (None is the base model)')
+        self.routes = _routes(self.source, variants, api_key)  # {column: (its source, the model name there)}
+        self.variants = list(self.routes)
         self.system = system
         self.prompts = batch_rows(prompts)
         self.score = score or exact_match
@@ -83,6 +81,7 @@ class CompareWidget(StreamingWidget):
         if self.sweep is None:
             raise UsageError('refresh() is for a widget made by CompareWidget.from_run')
         new = [name for name in _load_checkpoints(self.source.engine, *self.sweep) if name not in self.variants]
+        self.routes.update({name: (self.source, name) for name in new})
         self.variants += new
         self.views += [_column(name) for name in new]
         self.columns.children = [view.box for view in self.views]
@@ -96,8 +95,11 @@ class CompareWidget(StreamingWidget):
         if not prompt.strip():
             raise UsageError('nothing to send: the prompt is empty')
         settings = self.settings.request_config()
-        return [self.source.prepare(prompt, history, system or self.system, variant, settings)
-                for variant in self.variants]
+        return [self.routes[variant][0].prepare(prompt, history, system or self.system, self.routes[variant][1],
+                                                settings) for variant in self.variants]
+
+    def _stream(self, variant: str, request):
+        return self.routes[variant][0].stream(request)
 
     def submit(self, prompt: str) -> concurrent.futures.Future:
         """Send one prompt to every variant at once; the future gives {variant: answer text}."""
@@ -108,8 +110,8 @@ class CompareWidget(StreamingWidget):
             for view in self.views:
                 view.render_html = None
                 view.clear()
-            jobs = [(answer, self.source.stream(request), view.redraw)
-                    for answer, request, view in zip(self.answers.values(), requests, self.views)]
+            jobs = [(answer, self._stream(variant, request), view.redraw)
+                    for (variant, answer), request, view in zip(self.answers.items(), requests, self.views)]
 
             def done(error):
                 if error is not None:
@@ -133,21 +135,23 @@ class CompareWidget(StreamingWidget):
             batch = self.prompts if prompts is None else batch_rows(prompts)
             if not batch:
                 raise UsageError('no prompts to run: pass prompts=[...] to the widget or to submit_batch')
-            rows = [(row, request) for row in batch
-                    for request in self._requests(row['query'], row['history'], row['system'])]
+            rows = [(row, variant, request) for row in batch
+                    for variant, request in zip(self.variants, self._requests(row['query'], row['history'],
+                                                                              row['system']))]
             answers = [Answer() for _ in rows]
 
             def progress(_):
                 done = sum(a.finished_at is not None for a in answers)
                 self.status.value = f'{done} of {len(answers)} answers done'
-            jobs = [(answer, self.source.stream(request), progress) for answer, (_, request) in zip(answers, rows)]
+            jobs = [(answer, self._stream(variant, request), progress)
+                    for answer, (_, variant, request) in zip(answers, rows)]
 
             def done(error):
                 if error is not None:
                     raise error
-                self.results = [{'prompt': row['query'], 'variant': request.model, **answer.record(),
+                self.results = [{'prompt': row['query'], 'variant': variant, **answer.record(),
                                  **self._scored(answer.text, row['label'])}
-                                for (row, request), answer in zip(rows, answers)]
+                                for (row, variant, _), answer in zip(rows, answers)]
                 self.table.value = results_html(self.results)
                 return self.results
             return self._start(jobs, done)
@@ -203,6 +207,35 @@ def batch_rows(prompts: Union[Sequence, str, Path]) -> list[dict]:
 def exact_match(answer: str, reference: str) -> float:
     """1.0 when the answer is the reference (surrounding whitespace aside), else 0.0."""
     return float(answer.strip() == reference.strip())
+
+
+def _routes(source, variants: Sequence, api_key: str) -> dict:
+    """{column name: (source, model name there)}. A variant is a model of the widget's own source (an adapter's
+    name, None for the base model), or `(column name, url[, model])`: that server's answer (its base model unless
+    `model` is given), e.g. a merged checkpoint served by `swiftnb deploy`, or the pt backend's."""
+    models = source.models()
+    routes = {}
+    for variant in variants:
+        if isinstance(variant, tuple):
+            if not 2 <= len(variant) <= 3 or not str(variant[1]).startswith(('http://', 'https://')):
+                raise UsageError(f'a column from another server is (name, url) or (name, url, model), got {variant!r}')
+            name, there = variant[0], EndpointSource(variant[1], api_key)
+            served = there.models()
+            model = variant[2] if len(variant) == 3 else served[0]
+            if model not in served:
+                raise UnknownModelError(f'{variant[1]} serves no model {model!r}; it serves {", ".join(served)}')
+        else:
+            name = model = models[0] if variant is None else variant
+            there = source
+            if name not in models:
+                raise UnknownModelError(f'unknown variant {name!r}; known: {", ".join(models)} (None is the base '
+                                        'model; (name, url) a column from another server)')
+        if name in routes:
+            raise UsageError(f'two columns are named {name!r}; give each its own name')
+        routes[name] = (there, model)
+    if not routes:
+        raise UnknownModelError(f'no variants given; known: {", ".join(models)} (None is the base model)')
+    return routes
 
 
 def results_html(results: list[dict]) -> str:

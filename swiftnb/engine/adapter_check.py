@@ -50,16 +50,19 @@ def diagnose(path: str, max_lora_rank: Optional[int] = None, base_dir: Optional[
     transformers + peft serve. None: not for vLLM."""
     vllm = vllm_embeddings is not None
     findings: list[Finding] = []
-    config = _config(Path(path), f'adapter at {str(path)!r}', findings)
+    where = f'adapter at {str(path)!r}'
+    config = _config(Path(path), where, findings)
     if config is not None:
-        _check_config(config, f'adapter at {str(path)!r}', max_lora_rank, base_names, vllm, findings)
-        shapes = _adapter_shapes(Path(path), f'adapter at {str(path)!r}', findings)
+        _check_config(config, where, max_lora_rank, base_names, vllm, findings)
+        shapes = _adapter_shapes(Path(path), where, findings)
         base = _base_shapes(Path(base_dir)) if base_dir and shapes else {}
         rank = config.get('r') if isinstance(config.get('r'), int) else None
-        _check_targets(shapes, base, base_dir, vllm_embeddings, f'adapter at {str(path)!r}', findings)
+        _check_targets(shapes, base, base_dir, vllm_embeddings, where, findings)
+        if base:
+            _check_dtypes(Path(path) / WEIGHT_FILES[0], sorted(Path(base_dir).glob('*.safetensors')), where,
+                          findings)
         for name, shape in shapes.items():
-            problem = _tensor_problem(name, shape, rank, bool(config.get('rank_pattern')), base,
-                                      f'adapter at {str(path)!r}')
+            problem = _tensor_problem(name, shape, rank, bool(config.get('rank_pattern')), base, where)
             if problem:
                 findings.append(Finding(problem))
                 break  # one tensor says it; the others would repeat it
@@ -190,6 +193,30 @@ def _check_targets(shapes: dict, base: dict, base_dir, vllm_embeddings: Optional
             findings.append(Finding(
                 f'{where} adapts {", ".join(embeddings)}, and vLLM takes LoRA on this model\'s linear layers only: '
                 'merge it into the model (swiftnb export --merge_lora true) and load that, or use the pt backend'))
+
+
+def _check_dtypes(weights: Path, base_files: list, where: str, findings: list):
+    """An adapter stored in one half precision for a model stored in the other: the engine casts the adapter to
+    the model's, and float16 and bfloat16 round differently, so its answers can differ from what was trained
+    (a float32 adapter is what bf16/fp16 mixed-precision training saves, and is no sign of that)."""
+    mine, theirs = _half_dtype([weights]), _half_dtype(base_files)
+    if mine and theirs and mine != theirs:
+        findings.append(Finding(f'{where} is stored in {mine}, and the model in {theirs}: the engine casts the adapter '
+                                f'to {theirs}, so its answers can differ slightly from what was trained; create the '
+                                f"engine with dtype='{mine}' if it was trained in {mine}", blocking=False))
+
+
+def _half_dtype(files: list) -> Optional[str]:
+    """'float16' or 'bfloat16' where every tensor in the safetensors files is stored so; else None."""
+    names = {'F16': 'float16', 'BF16': 'bfloat16'}
+    stored = set()
+    for file in files:
+        if file.suffix != '.safetensors' or not file.is_file():
+            return None
+        from safetensors import safe_open
+        with safe_open(str(file), 'pt') as f:
+            stored |= {f.get_slice(name).get_dtype() for name in f.keys()}
+    return names.get(stored.pop()) if len(stored) == 1 else None
 
 
 def _tensor_problem(name: str, shape: tuple, rank: Optional[int], ranks_vary: bool, base: dict,
