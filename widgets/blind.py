@@ -42,6 +42,7 @@ class BlindCompare(CompareWidget):
         self._next = 0  # the next of `prompts` to send
         self.add_class('swiftnb-blind')
         self.highlight.value = False  # marks against "the first column" would tell which one that is
+        self.highlight.layout.display = 'none'
         for letter, view in zip(LETTERS, self.views):
             view.title.value = f'<b>{letter}</b>'
         choices = [*LETTERS[:len(self.variants)], 'tie', 'bad']
@@ -50,7 +51,7 @@ class BlindCompare(CompareWidget):
         for choice, button in zip(choices, self.vote_buttons):
             button.on_click(lambda _, choice=choice: self._from_ui(self.vote, choice))
         self.reveal_button = widgets.Button(description='Reveal win rates', icon='eye',
-                                            layout=widgets.Layout(width='auto'))
+                                            layout=widgets.Layout(min_width='150px'))
         self.reveal_button.on_click(lambda _: self._from_ui(self.reveal))
         keys = {**{c: c for c in choices[:-2]}, 'T': 'tie', 'N': 'bad'}
         self.vote_keys = VoteKeys(label=f'Vote with keys: click here, then {"/".join(choices[:-2])} for the better '
