@@ -137,6 +137,13 @@ def test_the_widgets_in_jupyterlab(lab, pt_engine, tmp_path):
         blind.get_by_role('button', name='Reveal win rates').click()
         page.wait_for_function("() => document.querySelector('.swiftnb-blind').textContent.includes('95% interval')")
 
+        # each widget's static snapshot (what GitHub shows of a saved notebook) is hidden where the widget runs,
+        # and JupyterLab applied its refreshes: what JupyterLab saves shows the answers
+        snapshots = page.locator('.swiftnb-static')
+        assert snapshots.count() == 3 and not any(snapshots.nth(i).is_visible() for i in range(3))
+        assert expected_chat in snapshots.nth(0).text_content()
+        assert expected_columns[0] in snapshots.nth(1).text_content()  # the others carry the diff's marks
+
         found = page.locator('.swiftnb-divergence')
         found.wait_for()
         assert found.locator('span[title]').count() > 10 and 'nats/token' in found.inner_text()

@@ -139,7 +139,12 @@ def test_cells_run_while_an_answer_streams_in_a_real_kernel():
     assert nb.cells[3].outputs[0]['text'].startswith('abort')
     # stored as JupyterLab saves it: the widget's state in the notebook's metadata, and a readable fallback
     # (text and HTML) where the widget cannot run: an untrusted notebook, GitHub
-    [shown] = [o['data'] for o in nb.cells[0].outputs if o['output_type'] == 'execute_result']
+    shown, snapshot = [o['data'] for o in nb.cells[0].outputs if o['output_type'] == 'display_data'][-2:]
     assert shown['text/plain'].startswith('ChatWidget: a chat with tiny-chat') and 'ChatWidget' in shown['text/html']
     model_id = shown['application/vnd.jupyter.widget-view+json']['model_id']
     assert model_id in nb.metadata['widgets']['application/vnd.jupyter.widget-state+json']['state']
+    # and below it the widget as it was at the end, refreshed when the answer ended (the user's turn, the stopped
+    # answer and its figures): what GitHub shows
+    assert set(snapshot) == {'text/html'} and snapshot['text/html'].startswith('<div class="swiftnb-static">')
+    assert 'ChatWidget as it was when the notebook was saved' in snapshot['text/html']
+    assert 'Tell me about China.' in snapshot['text/html'] and '· abort' in snapshot['text/html']

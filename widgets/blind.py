@@ -92,6 +92,7 @@ class BlindCompare(CompareWidget):
                 out.write(json.dumps(row, ensure_ascii=False) + '\n')
         self.answers = {}  # one vote per prompt
         self.status.value = f'{len(self.votes)} votes in {self.votes_file}'
+        self.refresh_snapshot()
 
     def win_rates(self) -> dict:
         """{variant: (wins, votes, low, high)}: a tie shares one win among the answers; Wilson 95% bounds."""
@@ -110,6 +111,7 @@ class BlindCompare(CompareWidget):
                        for v, (w, n, low, high) in self.win_rates().items())
         self.table.value = ('<table><tr><th>variant</th><th>wins</th><th>95% interval</th></tr>'
                             f'{rows}</table>')
+        self.refresh_snapshot()
 
 
 def preference_rows(prompt: str, system: Optional[str], answers: dict, chosen: Optional[str], none_good: bool,

@@ -4,7 +4,8 @@ ipywidgets' Textarea cannot tell Enter from Shift+Enter (both only change its
 value), so this one small view is our own, written as an anywidget ES module
 (no frontend build step). It stops key events from reaching JupyterLab, whose
 notebook shortcuts (Shift+Enter runs the cell, `a`/`b`/`d` edit cells) would
-otherwise fire while the user types.
+otherwise fire while the user types. Every streaming widget has one, so its module also hides the widgets'
+static snapshots (StreamingWidget.snapshot_html) wherever the live widgets run.
 """
 from typing import Callable
 
@@ -13,6 +14,12 @@ import traitlets
 
 _ESM = """
 function render({ model, el }) {
+  if (!document.getElementById('swiftnb-static-style')) {  // where the widget runs, its snapshot is not shown
+    const style = document.createElement('style');
+    style.id = 'swiftnb-static-style';
+    style.textContent = '.swiftnb-static { display: none } .jp-OutputArea-child:has(.swiftnb-static) { display: none }';
+    document.head.appendChild(style);
+  }
   const area = document.createElement('textarea');
   area.className = 'swiftnb-prompt';
   area.rows = 2;

@@ -8,6 +8,8 @@ status line that shows a mistake in one line while the widget keeps working.
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import html
 from typing import AsyncIterator, Callable, Optional
 
@@ -70,6 +72,30 @@ class StreamingWidget(widgets.VBox):
         self.stop_button.on_click(lambda _: self.stop())
         self.status = widgets.HTML()
         self._group: Optional[StreamGroup] = None
+        self._snapshots: list = []  # the display handles of _ipython_display_'s snapshots
+
+    def _ipython_display_(self):
+        """The live widget (and a summary where it cannot run), then a snapshot of what it shows, refreshed each time
+        answers end: the final HTML a reader of the saved notebook sees where widgets do not run (GitHub, an
+        untrusted notebook). Where the widget runs, its own stylesheet hides the snapshot (prompt_box.py)."""
+        from IPython.display import display
+        display(self._repr_mimebundle_(), raw=True)
+        self._snapshots.append(display({'text/html': self.snapshot_html()}, raw=True, display_id=True))
+
+    def snapshot_html(self) -> str:
+        shown = static_html(self)
+        note = f'<p><i>{type(self).__name__} as it was when the notebook was saved</i></p>' if shown else ''
+        return f'<div class="swiftnb-static">{note}{shown}</div>'
+
+    def refresh_snapshot(self) -> None:
+        # In an empty context: ipykernel then sends it as output of the cell running now (a notebook runner keeps
+        # only those), not of the cell whose context the loop thread's task copied when it was submitted.
+        update = functools.partial(self._update_snapshots, self.snapshot_html())
+        contextvars.Context().run(update)
+
+    def _update_snapshots(self, shown: str) -> None:
+        for snapshot in self._snapshots:
+            snapshot.update({'text/html': shown}, raw=True)
 
     def _repr_mimebundle_(self, **kwargs):
         """Besides the live widget, what a reader sees where it cannot run: a notebook not (yet) trusted, GitHub,
@@ -123,7 +149,10 @@ class StreamingWidget(widgets.VBox):
 
         def finish(error):
             self._set_busy(False)
-            return then(error)
+            try:
+                return then(error)
+            finally:
+                self.refresh_snapshot()
         try:
             self._group = StreamGroup(self.source.loop, jobs, finish)
         except Exception:  # the engine was shut down, say
@@ -157,3 +186,17 @@ class StreamingWidget(widgets.VBox):
             action(*args)
         except Exception:
             pass
+
+
+def static_html(widget: widgets.Widget) -> str:
+    """What a widget tree shows, as plain HTML: the contents of its HTML widgets, side by side where an HBox lays
+    them out; controls (inputs, buttons) and hidden boxes leave nothing."""
+    if isinstance(widget, widgets.HTML):
+        return f'<div>{widget.value}</div>' if widget.value else ''
+    if not isinstance(widget, widgets.Box) or widget.layout.display == 'none':
+        return ''
+    parts = [part for part in map(static_html, widget.children) if part]
+    if isinstance(widget, widgets.HBox) and parts:
+        return '<div style="display:flex;gap:12px">' + ''.join(f'<div style="flex:1">{p}</div>' for p in parts) \
+            + '</div>'
+    return ''.join(parts)
