@@ -91,7 +91,8 @@ class StreamingWidget(widgets.VBox):
         # In an empty context: ipykernel then sends it as output of the cell running now (a notebook runner keeps
         # only those), not of the cell whose context the loop thread's task copied when it was submitted.
         update = functools.partial(self._update_snapshots, self.snapshot_html())
-        contextvars.Context().run(update)
+        with contextlib.suppress(Exception):  # a copy for readers: its failing (a kernel going away) must not fail
+            contextvars.Context().run(update)  # the answers it follows
 
     def _update_snapshots(self, shown: str) -> None:
         for snapshot in self._snapshots:
