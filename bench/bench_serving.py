@@ -140,9 +140,8 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                 on_row(row)
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
-            for row in rows:
-                if row['concurrency'] not in (profile_at or [rows[-1]['concurrency']]):
-                    continue
+            wanted = profile_at or [rows[-1]['concurrency']]
+            for row in (row for row in rows if row['concurrency'] in wanted):
                 c = row['concurrency']
                 for name, (port, proc) in servers.items():
                     result = profiled_run(proc, port, model, c, row['prompts'], lengths, profile / f'{name}_c{c}.txt')
