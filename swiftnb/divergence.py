@@ -12,8 +12,7 @@ import math
 import statistics
 from typing import Optional
 
-from swiftnb.engine.base import Engine, LoRARequest
-from swiftnb.errors import UsageError
+from swiftnb.engine.base import Engine
 
 
 @dataclasses.dataclass
@@ -84,16 +83,12 @@ def divergence(engine: Engine, query: str, adapter, base: Optional[str] = None, 
     `query`: both greedy answers, each token's log-prob under both variants, the first token where they split
     and the mean log-prob difference. Works on an engine of either backend; shows as coloured tokens in a cell."""
     from swiftnb.template import get_template
-    lora, added = _adapter(engine, adapter)
-    try:
+    with engine.adapter_for_call(adapter, 'divergence') as lora:
         template = template or get_template('auto', engine.hf_tokenizer)
         prompt = template.encode(query)
         engine.check_prompt(prompt, 'the prompt')
         variants = {lora.lora_name: lora, base or 'base': None}
         result = engine.loop.run(_score(engine, prompt, variants, max_tokens))
-    finally:
-        if added:
-            engine.remove_lora(lora.lora_name)
     tokenizer = engine.hf_tokenizer
     names = list(variants)
     answers = []
@@ -104,20 +99,6 @@ def divergence(engine: Engine, query: str, adapter, base: Optional[str] = None, 
     a, b = answers[0].token_ids, answers[1].token_ids
     split = None if a == b else next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     return Divergence(query, answers, split)
-
-
-def _adapter(engine: Engine, adapter) -> tuple[LoRARequest, bool]:
-    """The adapter as a LoRARequest, and whether it was added here (then removed at the end)."""
-    if isinstance(adapter, LoRARequest):
-        return adapter, False
-    if adapter in engine.adapters:
-        return engine.adapter(adapter), False
-    from pathlib import Path
-    if not Path(adapter).is_dir():
-        served = ', '.join(engine.adapters) or 'none'
-        raise UsageError(f'{adapter!r} is neither an adapter this engine serves ({served}) nor a folder; pass a name, '
-                         'a LoRARequest or the adapter folder')
-    return engine.add_lora(f'divergence-{Path(adapter).name}', adapter), True
 
 
 async def _score(engine: Engine, prompt: list[int], variants: dict, max_tokens: int) -> dict:

@@ -51,9 +51,7 @@ def check_parity(engine: Engine, adapter: str, prompts: Sequence[str] = PROMPTS,
     from swiftnb.template import get_template
     if engine.backend != 'vllm':
         raise UsageError('check_parity starts from the vLLM engine that serves the adapter; pass a vLLM engine')
-    added = None if adapter in engine.adapters else engine.add_lora(f'parity-{Path(adapter).name}', adapter)
-    try:
-        lora = added or engine.adapter(adapter)
+    with engine.adapter_for_call(adapter, 'parity') as lora:
         template = get_template('auto', engine.hf_tokenizer)
         requests = [{'query': prompt} for prompt in prompts]
         greedy = {'temperature': 0, 'max_tokens': max_tokens}
@@ -74,9 +72,6 @@ def check_parity(engine: Engine, adapter: str, prompts: Sequence[str] = PROMPTS,
                     ways[way] = answers(other, lora if way == WAYS[2] else None)
                 finally:
                     other.shutdown()
-    finally:
-        if added is not None:
-            engine.remove_lora(added.lora_name)
     return Parity(list(prompts), ways, _differences(engine.hf_tokenizer, list(prompts), ways))
 
 

@@ -4,10 +4,12 @@ A request's stream is a sequence of `Delta`s (what one step added to one of its 
 `Choice` accumulates them into a whole answer.
 """
 import abc
+import contextlib
 import itertools
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from swiftnb.engine.adapter_check import AdapterReport, diagnose
@@ -162,6 +164,23 @@ class Engine(abc.ABC):
             raise UnknownModelError(f'no model or adapter named {name!r}; this engine serves '
                                     f'{", ".join(self.model_names(base_name))}')
         return self.adapters[name]
+
+    @contextlib.contextmanager
+    def adapter_for_call(self, adapter, purpose: str):
+        """`adapter` as a LoRARequest for one call (check_parity, divergence): a LoRARequest, a name this engine
+        serves, or an adapter folder, added as '<purpose>-<folder name>' and removed again when the call ends."""
+        if isinstance(adapter, LoRARequest) or adapter in self.adapters:
+            yield adapter if isinstance(adapter, LoRARequest) else self.adapters[adapter]
+            return
+        if not Path(adapter).is_dir():
+            served = ', '.join(self.adapters) or 'none'
+            raise UsageError(f'{adapter!r} is neither an adapter this engine serves ({served}) nor a folder; pass a '
+                             'name, a LoRARequest or the adapter folder')
+        lora = self.add_lora(f'{purpose}-{Path(adapter).name}', adapter)
+        try:
+            yield lora
+        finally:
+            self.remove_lora(lora.lora_name)
 
     @property
     def label(self) -> str:
