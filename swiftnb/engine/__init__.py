@@ -21,9 +21,9 @@ def get_vllm_engine(model_type: Optional[str] = None, torch_dtype=None, *, model
     max_model_len, max_num_seqs, enforce_eager, enable_sleep_mode (CUDA: engine.sleep() /
     engine.wake_up()), distributed_executor_backend ('mp', or 'ray' for a Ray cluster) and ray_address
     (the cluster: 'host:6379', 'ray://host:10001', 'auto'), defaults_for ('batch': vLLM picks the batch sizes
-    max_num_seqs and max_num_batched_tokens left unset as for LLM.generate; 'server': as `vllm serve` does, which
-    `swiftnb deploy` sets), and engine_kwargs for any other field of
-    vLLM's AsyncEngineArgs. Called again with the same arguments it returns the live engine at once;
+    max_num_seqs and max_num_batched_tokens left unset as for LLM.generate, and keeps no stats, as LLM; 'server':
+    as `vllm serve` does, stats for /metrics on, which `swiftnb deploy` sets), and engine_kwargs for any other
+    field of vLLM's AsyncEngineArgs. Called again with the same arguments it returns the live engine at once;
     with other arguments it shuts the live engine down first.
     """
     options = make_options(VllmOptions, 'get_vllm_engine', torch_dtype, options)

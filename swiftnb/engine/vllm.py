@@ -198,7 +198,12 @@ class VllmEngine(Engine):
 
     def requests_per_replica(self) -> dict[int, int]:
         """{replica: requests it finished}, from vLLM's own Prometheus counters (the server's /metrics shows them
-        too, labelled `engine`); with data_parallel_size > 1 it shows how vLLM spread the requests."""
+        too, labelled `engine`); with data_parallel_size > 1 it shows how vLLM spread the requests. They need
+        vLLM's stats, which defaults_for='batch' leaves off."""
+        if not self.llm.log_stats:
+            raise UsageError("vLLM's stats are off on this engine (defaults_for='batch', as in vLLM's LLM), so it "
+                             "counts no requests per replica; get_vllm_engine(..., defaults_for='server') or "
+                             "engine_kwargs={'disable_log_stats': False} turns them on")
         from prometheus_client import REGISTRY
         counts: dict[int, int] = {}
         for metric in REGISTRY.collect():
