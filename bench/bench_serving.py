@@ -7,7 +7,8 @@
 Both servers run the same model (the embedded tiny-chat unless --model) with the same engine
 settings, side by side; runs alternate between them. The workload is vLLM's `random` dataset,
 input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
-TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse).
+TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse), and
+each server process's CPU time per 1,000 output tokens (its front end's work, which sets the pace on a GPU).
 --seconds S sizes each run to last about S seconds (from a first run at that concurrency) instead of
 --num_prompts, and --waves W to send at least W times the concurrency; --profile DIR adds one run per server
 under py-spy (raw stacks of every thread of the server process into DIR), outside the measured runs, at the
@@ -81,6 +82,17 @@ def flags(engine_args: dict, dash: str) -> list:
     return [item for name, value in engine_args.items() for item in (f'--{name.replace("_", dash)}', str(value))]
 
 
+def front_end_timed(proc, run) -> dict:
+    """run()'s result with 'cpu_s': the CPU seconds the server's own process spent meanwhile (its HTTP and
+    front-end work; the engine core is a child process). Where the device is fast this work sets the pace, so on
+    a CPU machine it shows what a GPU run would feel."""
+    import psutil
+    server = psutil.Process(proc.pid)
+    before = sum(server.cpu_times()[:2])
+    result = run()
+    return {**result, 'cpu_s': sum(server.cpu_times()[:2]) - before}
+
+
 def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: Path):
     """One benchmark run with py-spy sampling every thread of the server process; its raw stacks go to `out`."""
     spy = subprocess.Popen(['py-spy', 'record', '--pid', str(proc.pid), '--rate', '100', '--nonblocking',
@@ -128,12 +140,14 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
             prompts = max(prompts, waves * c)
             samples = {name: [] for name in servers}
             for _ in range(reps):
-                for name, (port, _) in servers.items():
-                    samples[name].append(run_benchmark(port, model, c, prompts, *lengths))
+                for name, (port, proc) in servers.items():
+                    samples[name].append(front_end_timed(proc, lambda: run_benchmark(port, model, c, prompts,
+                                                                                     *lengths)))
+                    samples[name][-1]['cpu_ms_per_ktok'] = samples[name][-1]['cpu_s'] * 1e6 / (prompts * output_len)
                     progress(f'c={c} {name} server, {prompts} prompts: {samples[name][-1]}')
             row = {'concurrency': c, 'prompts': prompts}
             for name, runs in samples.items():
-                for key in ('tok_s', 'ttft_ms', 'tpot_ms'):
+                for key in ('tok_s', 'ttft_ms', 'tpot_ms', 'cpu_ms_per_ktok'):
                     row[f'{name}_{key}'] = statistics.median(s[key] for s in runs)
             rows.append(row)
             if on_row is not None:
@@ -151,11 +165,12 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
 
 def table(rows: list[dict]) -> str:
     lines = [f'{"concurrency":>11} | {"prompts":>7} | {"vLLM tok/s":>10} | {"swiftnb tok/s":>13} | {"ratio":>5} | '
-             f'{"TTFT ms vLLM / ours":>19} | {"TPOT ms vLLM / ours":>19}']
+             f'{"TTFT ms vLLM / ours":>19} | {"TPOT ms vLLM / ours":>19} | front end CPU ms/1k tokens vLLM / ours']
     for r in rows:
         lines.append(f'{r["concurrency"]:>11} | {r["prompts"]:>7} | {r["vllm_tok_s"]:10.1f} | {r["swiftnb_tok_s"]:13.1f} | '
                      f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:5.2f} | {r["vllm_ttft_ms"]:8.1f} / {r["swiftnb_ttft_ms"]:8.1f} | '
-                     f'{r["vllm_tpot_ms"]:8.2f} / {r["swiftnb_tpot_ms"]:8.2f}')
+                     f'{r["vllm_tpot_ms"]:8.2f} / {r["swiftnb_tpot_ms"]:8.2f} | '
+                     f'{r["vllm_cpu_ms_per_ktok"]:.1f} / {r["swiftnb_cpu_ms_per_ktok"]:.1f}')
     return '\n'.join(lines)
 
 

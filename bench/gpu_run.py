@@ -128,8 +128,9 @@ def markdown(out: list, header: str) -> str:
         else:
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
                          f'{r["swiftnb_tok_s"]:.0f} tok/s, TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
-                         f'{r["swiftnb_tpot_ms"]:.2f} ms | vLLM server {r["vllm_tok_s"]:.0f} tok/s, TTFT '
-                         f'{r["vllm_ttft_ms"]:.1f} ms, TPOT {r["vllm_tpot_ms"]:.2f} ms | '
+                         f'{r["swiftnb_tpot_ms"]:.2f} ms, front end {r["swiftnb_cpu_ms_per_ktok"]:.0f} CPU ms/1k '
+                         f'tokens | vLLM server {r["vllm_tok_s"]:.0f} tok/s, TTFT {r["vllm_ttft_ms"]:.1f} ms, TPOT '
+                         f'{r["vllm_tpot_ms"]:.2f} ms, front end {r["vllm_cpu_ms_per_ktok"]:.0f} CPU ms/1k tokens | '
                          f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:.2f}x |')
     return '\n'.join(lines) + '\n'
 

@@ -40,8 +40,8 @@ class VllmOptions:
     # LLM's (on an H100/H200 1024 sequences and 16384 tokens a step), 'server' `vllm serve`'s (1024, 8192).
     # AsyncLLM alone takes neither (128 and 2048): behind vLLM's server at 256 streams and LLM.generate in batches.
     # It also picks vLLM's stats (disable_log_stats, where engine_kwargs does not set it): off for 'batch', as in LLM,
-    # on for 'server', as in `vllm serve`; they are /metrics' engine figures, and a fifth of the front end's work
-    # per token (a histogram observed per token), which a batch pays in throughput.
+    # on for 'server', as in `vllm serve`; they are /metrics' engine figures, and about 40% of the front end's work
+    # in a batch (a Prometheus histogram observed per token: bench/RESULTS.md), which a fast card waits for.
     defaults_for: str = 'batch'
     engine_kwargs: dict = field(default_factory=dict)  # any other AsyncEngineArgs field, e.g. enable_prefix_caching
 
