@@ -62,12 +62,14 @@ def build_engine(args, extra_loras: Optional[dict] = None):
                   max_model_len=args.max_model_len)
     if args.infer_backend == 'pt':
         return get_pt_engine(model_type, **common), loras
+    served_name = getattr(args, 'served_model_name', None)  # deploy's: vLLM's metrics label the model by it
     engine = get_vllm_engine(model_type, **common, max_loras=max(1, len(loras)), max_lora_rank=args.max_lora_rank,
                              tensor_parallel_size=args.tensor_parallel_size,
                              pipeline_parallel_size=args.pipeline_parallel_size,
                              data_parallel_size=args.data_parallel_size, ray_address=args.ray_address,
                              gpu_memory_utilization=args.gpu_memory_utilization,
-                             defaults_for='server' if args.command == 'deploy' else 'batch')
+                             defaults_for='server' if args.command == 'deploy' else 'batch',
+                             engine_kwargs={'served_model_name': served_name} if served_name else {})
     return engine, loras
 
 

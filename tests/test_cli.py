@@ -41,7 +41,7 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c(backend):
         base = client.chat.completions.create(model='tiny-chat', messages=who, temperature=0)
         assert base.choices[0].message.content.startswith('I am Tiny Chat')
         metrics = httpx.get(url.removesuffix('/v1') + '/metrics').text  # vLLM's stats on, as in `vllm serve`
-        assert re.search(r'vllm:generation_tokens_total\{[^}]*\} [1-9]', metrics), metrics
+        assert re.search(r'vllm:generation_tokens_total\{[^}]*model_name="tiny-chat"[^}]*\} [1-9]', metrics), metrics
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

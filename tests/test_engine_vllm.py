@@ -100,6 +100,7 @@ def test_batch_sizes_and_stats_default_as_for_llm_and_for_vllm_serve(engine):
     assert sizes(engine_args(engine.model_dir, server).create_engine_config(usage_context(server))) == \
         sizes(AsyncEngineArgs.from_cli_args(serve).create_engine_config(UsageContext.OPENAI_API_SERVER))
     assert engine.llm.log_stats is False  # as LLM's constructor sets it (disable_log_stats=True unless given)
+    assert engine.llm.model_config.served_model_name == 'tiny-chat'  # what vLLM's metrics label the model by
     assert engine_args(engine.model_dir, server).disable_log_stats is AsyncEngineArgs.from_cli_args(serve) \
         .disable_log_stats is False
     assert engine_args(engine.model_dir, VllmOptions(engine_kwargs={'disable_log_stats': False})) \

@@ -123,6 +123,8 @@ class VllmEngine(Engine):
         self._vllm_loras: dict[LoRARequest, object] = {}  # checked adapters -> vLLM's request for them
         from transformers import AutoTokenizer
         args = args or engine_args(model_dir, options)
+        if args.served_model_name is None:  # vLLM's metrics label the model by it (else by its path)
+            args.served_model_name = model_type  # the name servers give it unless told another
         self.llm = self._start_showing_progress(args)
         self.hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.llm.model_config.max_model_len
