@@ -5,8 +5,8 @@
                                             [--profile DIR [--profile_at C ...]]
 
 Both servers run the same model (the embedded tiny-chat unless --model) with the same engine
-settings, side by side; runs alternate between them. The workload is vLLM's `random` dataset,
-input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
+settings, side by side; runs alternate between them, each pair on prompts new to both. The workload is vLLM's
+`random` dataset, input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
 TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse), and
 each server process's CPU time per 1,000 output tokens (its front end's work, which sets the pace on a GPU).
 --seconds S sizes each run to last about S seconds (from a first run at that concurrency) instead of
@@ -16,6 +16,7 @@ highest concurrency or at each of --profile_at.
 """
 import argparse
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -61,7 +62,8 @@ def running(cmd: list, port: int, log: Path):
 
 
 def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int, input_len: int = 64,
-                  output_len: int = 128) -> dict:
+                  output_len: int = 128, seed: int = 0) -> dict:
+    """One run of vLLM's benchmark; `seed` picks the prompts (the same seed and number give the same ones)."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
     parser = FlexibleArgumentParser()
@@ -70,7 +72,7 @@ def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int,
         '--backend', 'openai', '--base-url', f'http://127.0.0.1:{port}', '--model', SERVED_NAME,
         '--tokenizer', model_dir, '--dataset-name', 'random', '--random-input-len', str(input_len),
         '--random-output-len', str(output_len), '--num-prompts', str(num_prompts), '--ignore-eos',
-        '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', '0'])
+        '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', str(seed)])
     with contextlib.redirect_stdout(open(os.devnull, 'w')):
         result = main(args)
     return {'tok_s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms'],
@@ -93,14 +95,14 @@ def front_end_timed(proc, run) -> dict:
     return {**result, 'cpu_s': sum(server.cpu_times()[:2]) - before}
 
 
-def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: Path):
+def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: Path, seed: int):
     """One benchmark run with py-spy sampling every thread of the server process; its raw stacks go to `out`."""
     spy = subprocess.Popen(['py-spy', 'record', '--pid', str(proc.pid), '--rate', '100', '--nonblocking',
                             '--format', 'raw', '--output', str(out)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.STDOUT)
     time.sleep(1)  # attached
     try:
-        return run_benchmark(port, model_dir, concurrency, num_prompts, *lengths)
+        return run_benchmark(port, model_dir, concurrency, num_prompts, *lengths, seed)
     finally:
         spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
         spy.wait(60)
@@ -125,7 +127,7 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     ours_cmd = [sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name',
                 SERVED_NAME, '--port', str(ours_port), *flags(engine_args, '_')]
     logs = Path(os.environ.get('TMPDIR', '/tmp'))
-    rows = []
+    rows, seeds = [], itertools.count(1)  # seed 0: the warm-up and sizing runs
     with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log') as vllm_proc, \
             running(ours_cmd, ours_port, logs / 'bench-swiftnb-server.log') as ours_proc:
         servers = {'vllm': (vllm_port, vllm_proc), 'swiftnb': (ours_port, ours_proc)}
@@ -140,9 +142,12 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
             prompts = max(prompts, waves * c)
             samples = {name: [] for name in servers}
             for _ in range(reps):
+                # Prompts neither server has seen: vLLM caches prefixes, so a second run of the same prompts would
+                # skip most of their prefill, and the runs of one server would not measure the same work.
+                seed = next(seeds)
                 for name, (port, proc) in servers.items():
                     samples[name].append(front_end_timed(proc, lambda: run_benchmark(port, model, c, prompts,
-                                                                                     *lengths)))
+                                                                                     *lengths, seed)))
                     samples[name][-1]['cpu_ms_per_ktok'] = samples[name][-1]['cpu_s'] * 1e6 / (prompts * output_len)
                     progress(f'c={c} {name} server, {prompts} prompts: {samples[name][-1]}')
             row = {'concurrency': c, 'prompts': prompts}
@@ -156,9 +161,10 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
             profile.mkdir(parents=True, exist_ok=True)
             wanted = profile_at or [rows[-1]['concurrency']]
             for row in (row for row in rows if row['concurrency'] in wanted):
-                c = row['concurrency']
+                c, seed = row['concurrency'], next(seeds)
                 for name, (port, proc) in servers.items():
-                    result = profiled_run(proc, port, model, c, row['prompts'], lengths, profile / f'{name}_c{c}.txt')
+                    result = profiled_run(proc, port, model, c, row['prompts'], lengths, profile / f'{name}_c{c}.txt',
+                                          seed)
                     progress(f'profiled c={c} {name} server: {result}')
     return rows
 
