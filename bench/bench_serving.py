@@ -116,7 +116,8 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     about that long (from a first run at that concurrency); `waves`: and to send at least that many times the
     concurrency's prompts (a run of two waves is mostly its ramps); `engine_args`: vLLM engine arguments both
     servers start with; `profile`: a folder for one py-spy profiled run per server at each concurrency of
-    `profile_at` (default: the highest); `on_row`: called with each concurrency's row as soon as it is measured."""
+    `profile_at` (default: the highest); `on_row`: called with each concurrency's row after every pair of runs (the
+    same dict, its medians so far), so that a run cut short still leaves what it measured."""
     model = model or str(DEMO_MODEL_DIR)
     engine_args = engine_args or {}
     lengths = (input_len, output_len)
@@ -141,6 +142,7 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                 prompts = max(probe, c * round(probe / c * seconds / took))
             prompts = max(prompts, waves * c)
             samples = {name: [] for name in servers}
+            row = {'concurrency': c, 'prompts': prompts}
             for _ in range(reps):
                 # Prompts neither server has seen: vLLM caches prefixes, so a second run of the same prompts would
                 # skip most of their prefill, and the runs of one server would not measure the same work.
@@ -150,13 +152,13 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
                                                                                      *lengths, seed)))
                     samples[name][-1]['cpu_ms_per_ktok'] = samples[name][-1]['cpu_s'] * 1e6 / (prompts * output_len)
                     progress(f'c={c} {name} server, {prompts} prompts: {samples[name][-1]}')
-            row = {'concurrency': c, 'prompts': prompts}
-            for name, runs in samples.items():
-                for key in ('tok_s', 'ttft_ms', 'tpot_ms', 'cpu_ms_per_ktok'):
-                    row[f'{name}_{key}'] = statistics.median(s[key] for s in runs)
+                for name, runs in samples.items():
+                    row[f'{name}_runs_tok_s'] = [s['tok_s'] for s in runs]
+                    for key in ('tok_s', 'ttft_ms', 'tpot_ms', 'cpu_ms_per_ktok'):
+                        row[f'{name}_{key}'] = statistics.median(s[key] for s in runs)
+                if on_row is not None:
+                    on_row(row)
             rows.append(row)
-            if on_row is not None:
-                on_row(row)
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             wanted = profile_at or [rows[-1]['concurrency']]

@@ -101,8 +101,13 @@ def serving_rows(model_dir: Path, args, out: list, save) -> None:
     first = model_dir.parent.name == args.sizes[0]  # profiled once: what comes back from the machine is limited
     profile = Path(args.out) / f'profile-{model_dir.parent.name}' if args.profile is not None and first else None
 
-    def keep(row):  # each concurrency's row is saved as it comes
-        out.append({'row': 'serving', 'model': model_dir.parent.name, **row})
+    def keep(row):  # each concurrency's row is saved after every pair of runs, replacing what it had so far
+        figures = {'row': 'serving', 'model': model_dir.parent.name, **row}
+        if out and out[-1]['row'] == 'serving' and out[-1]['model'] == figures['model'] \
+                and out[-1]['concurrency'] == row['concurrency']:
+            out[-1] = figures
+        else:
+            out.append(figures)
         save()
     rows = bench_serving.measure(args.concurrency, args.reps, model=str(model_dir), input_len=128, output_len=256,
                                  seconds=args.seconds, engine_args=SHARED, profile=profile,
@@ -126,10 +131,11 @@ def markdown(out: list, header: str) -> str:
                          f'front end {r["swiftnb_cpu_s"]:.2f} CPU s | LLM.generate {r["tokens"] / r["vllm_s"]:.0f} '
                          f'tok/s, front end {r["vllm_cpu_s"]:.2f} CPU s | {r["ratio"]:.3f}x |')
         else:
+            runs = {name: ', '.join(f'{x:.0f}' for x in r[f'{name}_runs_tok_s']) for name in ('swiftnb', 'vllm')}
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
-                         f'{r["swiftnb_tok_s"]:.0f} tok/s, TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
+                         f'{r["swiftnb_tok_s"]:.0f} tok/s (runs {runs["swiftnb"]}), TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
                          f'{r["swiftnb_tpot_ms"]:.2f} ms, front end {r["swiftnb_cpu_ms_per_ktok"]:.0f} CPU ms/1k '
-                         f'tokens | vLLM server {r["vllm_tok_s"]:.0f} tok/s, TTFT {r["vllm_ttft_ms"]:.1f} ms, TPOT '
+                         f'tokens | vLLM server {r["vllm_tok_s"]:.0f} tok/s (runs {runs["vllm"]}), TTFT {r["vllm_ttft_ms"]:.1f} ms, TPOT '
                          f'{r["vllm_tpot_ms"]:.2f} ms, front end {r["vllm_cpu_ms_per_ktok"]:.0f} CPU ms/1k tokens | '
                          f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:.2f}x |')
     return '\n'.join(lines) + '\n'
