@@ -2,7 +2,7 @@
 
     python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
                             [--concurrency 1 16 64 256] [--reps 2] [--profile [C ...]] [--batch_prompts 1024]
-                            [--batch_stats] [--out DIR]
+                            [--batch_stats] [--engine_args NAME=VALUE ...] [--out DIR]
 
 Rows:
   start    two "kernels" in turn (fresh processes; vLLM's compile caches empty for the first, kept for the
@@ -18,8 +18,11 @@ Rows:
            tokens in / 256 out, ignore_eos, runs of about --seconds and at least --waves times the concurrency's
            prompts, alternating (bench_serving); --profile [C ...]: one more run per server under py-spy at the
            highest concurrency or at each C (first model)
-The random-weight models are Qwen2-0.5B's and -1.5B's configurations (bench/random_model.py). Engines that
-share the card (batch, serving) each take 0.4 of it. Writes DIR/gpu_bench.json and DIR/gpu_bench.md.
+The random-weight models are Qwen2-0.5B's, -1.5B's and -7B's configurations (bench/random_model.py). Engines
+that share the card (batch, serving) each take 0.4 of it; --engine_args adds engine arguments to both sides of
+those rows, ones that `vllm serve` and `swiftnb deploy` both take with a value (on two cards: `--rows serving
+--sizes 7b --engine_args tensor_parallel_size=2`, or data_parallel_size=2, which LLM.generate has not).
+Writes DIR/gpu_bench.json and DIR/gpu_bench.md.
 """
 import argparse
 import json
@@ -64,6 +67,15 @@ def start_row(out: list) -> None:
         print(out[-1], flush=True)
 
 
+def engine_arg(text: str) -> tuple:
+    """'tensor_parallel_size=2' -> ('tensor_parallel_size', 2): the value as JSON where it reads as JSON."""
+    name, _, value = text.partition('=')
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def sleep_row(model_dir: Path, out: list) -> None:
     import torch
     from swiftnb import get_vllm_engine
@@ -83,14 +95,14 @@ def sleep_row(model_dir: Path, out: list) -> None:
     engine.shutdown()
 
 
-def batch_row(model_dir: Path, prompts: int, out: list, stats: bool = False) -> None:
+def batch_row(model_dir: Path, prompts: int, out: list, engine_args: dict, stats: bool = False) -> None:
     import bench_batch
     from transformers import AutoTokenizer
     from swiftnb.engine import registry
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     queries = [random_words(tokenizer, BATCH['prompt_tokens'], seed) for seed in range(prompts)]
     figures = bench_batch.measure(prompts=len(queries), new_tokens=BATCH['new_tokens'], reps=BATCH['reps'],
-                                  model=str(model_dir), engine_options=SHARED, queries=queries, stats=stats)
+                                  model=str(model_dir), engine_options=engine_args, queries=queries, stats=stats)
     registry.live_engine().shutdown()
     out.append({'row': 'batch', 'model': model_dir.parent.name + ' with vLLM stats' * stats, **figures})
     print(out[-1], flush=True)
@@ -110,9 +122,16 @@ def serving_rows(model_dir: Path, args, out: list, save) -> None:
             out.append(figures)
         save()
     rows = bench_serving.measure(args.concurrency, args.reps, model=str(model_dir), input_len=128, output_len=256,
-                                 seconds=args.seconds, engine_args=SHARED, profile=profile,
+                                 seconds=args.seconds, engine_args=args.engine_args, profile=profile,
                                  profile_at=args.profile or (), waves=args.waves, on_row=keep)
     print(bench_serving.table(rows), flush=True)
+
+
+def serving_cell(row: dict, server: str) -> str:
+    runs = ', '.join(f'{x:.0f}' for x in row[f'{server}_runs_tok_s'])
+    return (f'{row[f"{server}_tok_s"]:.0f} tok/s (runs {runs}), TTFT {row[f"{server}_ttft_ms"]:.1f} ms, '
+            f'TPOT {row[f"{server}_tpot_ms"]:.2f} ms, front end {row[f"{server}_cpu_ms_per_ktok"]:.0f} CPU ms/1k '
+            'tokens')
 
 
 def markdown(out: list, header: str) -> str:
@@ -131,12 +150,8 @@ def markdown(out: list, header: str) -> str:
                          f'front end {r["swiftnb_cpu_s"]:.2f} CPU s | LLM.generate {r["tokens"] / r["vllm_s"]:.0f} '
                          f'tok/s, front end {r["vllm_cpu_s"]:.2f} CPU s | {r["ratio"]:.3f}x |')
         else:
-            runs = {name: ', '.join(f'{x:.0f}' for x in r[f'{name}_runs_tok_s']) for name in ('swiftnb', 'vllm')}
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
-                         f'{r["swiftnb_tok_s"]:.0f} tok/s (runs {runs["swiftnb"]}), TTFT {r["swiftnb_ttft_ms"]:.1f} ms, TPOT '
-                         f'{r["swiftnb_tpot_ms"]:.2f} ms, front end {r["swiftnb_cpu_ms_per_ktok"]:.0f} CPU ms/1k '
-                         f'tokens | vLLM server {r["vllm_tok_s"]:.0f} tok/s (runs {runs["vllm"]}), TTFT {r["vllm_ttft_ms"]:.1f} ms, TPOT '
-                         f'{r["vllm_tpot_ms"]:.2f} ms, front end {r["vllm_cpu_ms_per_ktok"]:.0f} CPU ms/1k tokens | '
+                         f'{serving_cell(r, "swiftnb")} | vLLM server {serving_cell(r, "vllm")} | '
                          f'{r["swiftnb_tok_s"] / r["vllm_tok_s"]:.2f}x |')
     return '\n'.join(lines) + '\n'
 
@@ -145,7 +160,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rows', nargs='+', default=['start', 'sleep', 'batch', 'serving'],
                         choices=['start', 'sleep', 'batch', 'serving'])
-    parser.add_argument('--sizes', nargs='+', default=['0.5b', '1.5b'], choices=['0.5b', '1.5b'])
+    parser.add_argument('--sizes', nargs='+', default=['0.5b', '1.5b'], choices=['0.5b', '1.5b', '7b'])
+    parser.add_argument('--engine_args', nargs='*', type=engine_arg, default=[], metavar='NAME=VALUE',
+                        help='vLLM engine arguments of both sides in the batch and serving rows, beside '
+                             f'{SHARED} (e.g. tensor_parallel_size=2)')
     parser.add_argument('--seconds', type=float, default=20)
     parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 16, 64, 256])
     parser.add_argument('--reps', type=int, default=2)
@@ -155,6 +173,7 @@ def main():
     parser.add_argument('--batch_stats', action='store_true', help="the batch row again with vLLM's stats on")
     parser.add_argument('--out', default=os.environ.get('OUT', '.'))
     args = parser.parse_args()
+    args.engine_args = {**SHARED, **dict(args.engine_args)}
     import torch
     import vllm
     header = (f'{torch.cuda.get_device_name()}, vLLM {vllm.__version__}, torch {torch.__version__}; '
@@ -179,7 +198,7 @@ def main():
             save()
         if 'batch' in args.rows:
             for stats in (False, True) if args.batch_stats else (False,):
-                batch_row(models[args.sizes[0]], args.batch_prompts, out, stats)
+                batch_row(models[args.sizes[0]], args.batch_prompts, out, args.engine_args, stats)
                 save()
         if 'serving' in args.rows:
             for model_dir in models.values():

@@ -2,6 +2,7 @@
 
     random_qwen2(folder, '0.5b')   Qwen2-0.5B's configuration (24 layers, hidden 896, vocab 151936)
     random_qwen2(folder, '1.5b')   Qwen2-1.5B's (28 layers, hidden 1536, vocab 151936)
+    random_qwen2(folder, '7b')     Qwen2-7B's layers (28, hidden 3584; 7.1B parameters with the tied embedding)
 
 The tokenizer is Qwen2's kind (byte-level BPE) with a made-up vocabulary as large as Qwen2's
 (`word_tokenizer`): the 256 bytes, then every ' a' ... ' zzz' and four-letter words with a leading space,
@@ -17,6 +18,8 @@ QWEN2 = {
                  num_key_value_heads=2),
     '1.5b': dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                  num_key_value_heads=2),
+    '7b': dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4),
 }
 VOCAB = 151936
 COMMON = dict(vocab_size=VOCAB, max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=True,

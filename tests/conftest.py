@@ -73,6 +73,18 @@ def leave_mid_stream(url: str, engine) -> None:
     assert settles(lambda: engine.num_running == 0)
 
 
+def engine_processes() -> list:
+    """The processes vLLM started under this one (it names them VLLM::...)."""
+    import psutil
+    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith('VLLM')]
+
+
+def gone(processes) -> bool:
+    """None of these processes runs any more (a zombie has ended)."""
+    import psutil
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
 def settles(condition, seconds: float = 5.0) -> bool:
     """Whether `condition()` becomes true within `seconds` (an abort reaches vLLM's core asynchronously)."""
     deadline = time.time() + seconds

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip('torch')
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
-from conftest import demo_lora, leave_mid_stream, settles  # noqa: E402
+from conftest import demo_lora, engine_processes, gone, leave_mid_stream, settles  # noqa: E402
 from swiftnb import (DEMO_ADAPTERS, EngineAsleepError, UsageError, get_pt_engine, get_template, get_vllm_engine,  # noqa: E402
                      inference_vllm, serve)
 
@@ -142,3 +142,38 @@ def test_the_ray_executor_runs_in_its_placement_group_and_releases_it():
         engine.shutdown()
     assert settles(lambda: placement_group_table(group)['state'] == 'REMOVED', 30)
     ray.shutdown()
+
+
+def free_memory() -> list:
+    """Each card's free bytes (the first call makes this process's context on it, before it measures)."""
+    return [torch.cuda.mem_get_info(card)[0] for card in range(torch.cuda.device_count())]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 GPUs')
+@pytest.mark.parametrize('layout', [dict(tensor_parallel_size=2), dict(data_parallel_size=2, defaults_for='server')],
+                         ids=['tp2', 'dp2'])
+def test_two_cards_answer_as_one_does_and_are_both_freed(layout):
+    """Tensor parallel over two cards (one model split) and data parallel (a replica on each, vLLM's stats on to
+    count requests per replica): the greedy answers and the adapter's of one card, both cards in use, and after
+    shutdown both back within 1% with no vLLM process left."""
+    requests = (CAPITAL + WHO) * 4
+    before = free_memory()
+    one = get_vllm_engine(enable_lora=True, max_loras=2)
+    template = get_template('chatml', one.hf_tokenizer)
+    expected = [r['response'] for r in inference_vllm(one, template, requests)]
+    kakarot = [r['response'] for r in inference_vllm(one, template, WHO, lora_request=demo_lora('kakarot'))]
+    one.shutdown()
+    two = get_vllm_engine(enable_lora=True, max_loras=2, **layout)
+    processes, total = engine_processes(), torch.cuda.mem_get_info(0)[1]
+    try:
+        assert all(was - now > 0.5 * total for was, now in zip(before[:2], free_memory()[:2])), (before, free_memory())
+        assert [r['response'] for r in inference_vllm(two, template, requests)] == expected
+        assert [r['response'] for r in inference_vllm(two, template, WHO, lora_request=demo_lora('kakarot'))] == kakarot
+        if 'data_parallel_size' in layout:
+            split = two.requests_per_replica()
+            assert set(split) == {0, 1} and all(split.values()), split
+    finally:
+        two.shutdown()
+    assert settles(lambda: all(abs(now - was) <= 0.01 * total for was, now in zip(before, free_memory())), 30), \
+        (before, free_memory())
+    assert settles(lambda: gone(processes), 10), [(p.name(), p.status()) for p in processes if p.is_running()]

@@ -4,11 +4,10 @@ replicas and served, the layout shown, and no engine process left after shutdown
 pipeline parallel; that is refused before anything starts.)"""
 import contextlib
 
-import psutil
 import pytest
 from openai import OpenAI
 
-from conftest import SESSION_ENGINE_ARGS, demo_lora, settles
+from conftest import SESSION_ENGINE_ARGS, demo_lora, engine_processes, gone, settles
 from swiftnb import DEMO_MODEL_DIR, UsageError, get_template, get_vllm_engine, inference_vllm, serve
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm import VllmEngine
@@ -16,11 +15,6 @@ from swiftnb.engine.vllm import VllmEngine
 pytestmark = pytest.mark.slow
 QUESTIONS = [{'query': q} for q in ('Where is the capital of Zhejiang?', 'who are you?', 'Hello!',
                                     'What is the capital of Sichuan?')]
-
-
-def engine_processes() -> list:
-    """The processes vLLM started under this one (it names them VLLM::...)."""
-    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith('VLLM')]
 
 
 @contextlib.contextmanager
@@ -38,10 +32,6 @@ def parallel_engine(**options):
 def answers(engine, lora=None, requests=QUESTIONS) -> list[str]:
     template = get_template('chatml', engine.hf_tokenizer)
     return [r['response'] for r in inference_vllm(engine, template, requests, lora_request=lora)]
-
-
-def gone(processes) -> bool:
-    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
 
 
 @pytest.mark.parametrize('size, rank, lora', [('tensor_parallel_size', 'TP', True),
