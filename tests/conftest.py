@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import httpx
+import psutil
 import pytest
 
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, get_vllm_engine
@@ -75,13 +76,11 @@ def leave_mid_stream(url: str, engine) -> None:
 
 def engine_processes() -> list:
     """The processes vLLM started under this one (it names them VLLM::...)."""
-    import psutil
     return [p for p in psutil.Process().children(recursive=True) if p.name().startswith('VLLM')]
 
 
 def gone(processes) -> bool:
     """None of these processes runs any more (a zombie has ended)."""
-    import psutil
     return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
 
 
