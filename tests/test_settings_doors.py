@@ -72,3 +72,29 @@ def test_a_contradiction_is_named_not_guessed(any_engine):
     with pytest.warns(UserWarning, match='do_sample=False with temperature=1.3'):
         answer = python_api(any_engine, {**SAMPLED, 'do_sample': False})
     assert answer == python_api(any_engine, GREEDY)
+
+
+def test_a_running_server_takes_the_engines_defaults_as_they_change(any_engine):
+    """The server reads engine.generation_config at each request: a field set in a cell, or a new config, counts
+    from the next request on, with no restart."""
+    saved = any_engine.generation_config
+    any_engine.generation_config = saved.model_copy()
+    server = serve(any_engine, port=0)
+    try:
+        client = OpenAI(api_key='EMPTY', base_url=server.url)
+
+        def served_tokens() -> int:
+            answer = client.chat.completions.create(model=any_engine.model_type, temperature=0,
+                                                    messages=[{'role': 'user', 'content': QUERY}])
+            assert answer.choices[0].finish_reason == 'length'
+            return answer.usage.completion_tokens
+
+        any_engine.generation_config.max_tokens = 3  # in place
+        assert served_tokens() == 3
+        any_engine.generation_config.max_tokens = 5
+        assert served_tokens() == 5
+        any_engine.generation_config = GenerationConfig(max_tokens=2)  # a new one
+        assert served_tokens() == 2
+    finally:
+        server.stop()
+        any_engine.generation_config = saved
