@@ -86,13 +86,15 @@ def flags(engine_args: dict, dash: str) -> list:
 
 def front_end_timed(proc, run) -> dict:
     """run()'s result with 'cpu_s': the CPU seconds the server's own process spent meanwhile (its HTTP and
-    front-end work; the engine core is a child process). Where the device is fast this work sets the pace, so on
-    a CPU machine it shows what a GPU run would feel."""
+    front-end work; the engine core is a child process), and 'client_cpu_s': this process's (vLLM's benchmark
+    client). Where the device is fast the server's work sets the pace, so on a CPU machine it shows what a GPU run
+    would feel; a client near one CPU second per second of the run would set the pace itself."""
     import psutil
-    server = psutil.Process(proc.pid)
-    before = sum(server.cpu_times()[:2])
+    server, client = psutil.Process(proc.pid), psutil.Process()
+    before, client_before = sum(server.cpu_times()[:2]), sum(client.cpu_times()[:2])
     result = run()
-    return {**result, 'cpu_s': sum(server.cpu_times()[:2]) - before}
+    return {**result, 'cpu_s': sum(server.cpu_times()[:2]) - before,
+            'client_cpu_s': sum(client.cpu_times()[:2]) - client_before}
 
 
 def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: Path, seed: int):
