@@ -56,6 +56,7 @@ def test_submit_returns_at_once_and_stop_aborts_in_the_engine(adapter_engine):
     with pytest.raises(UsageError, match='still streaming'):
         chat.send('Another question')
     assert len(chat.transcript.children) == 1  # the refused message added no turn
+    assert settles(lambda: chat.last_answer.tokens > 0)  # Stop pressed on an answer under way, not before it
     chat.stop()
     partial = future.result(timeout=30)
     assert settles(lambda: adapter_engine.num_running == 0)
