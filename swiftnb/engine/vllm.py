@@ -14,7 +14,7 @@ from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.progress import ProgressLine, shown
-from swiftnb.engine.vllm_compat import num_unfinished_requests
+from swiftnb.engine.vllm_compat import num_unfinished_requests, reuse_compile_cache
 from swiftnb.errors import EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
@@ -42,6 +42,7 @@ def engine_args(model_dir: str, options: VllmOptions):
             raise UsageError("vLLM's CPU backend cannot serve LoRA adapters with pipeline_parallel_size > 1 (its "
                              'engine dies at the first request); use tensor_parallel_size, or no LoRA')
         _check_ray(options, current_platform)
+        reuse_compile_cache(current_platform)
         try:
             args.create_engine_config(usage_context(options))  # again at start; it reads config.json only (~1 ms)
         except Exception as error:  # vLLM's configs are pydantic dataclasses; some checks raise ValueError
