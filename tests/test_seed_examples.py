@@ -4,18 +4,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parent / 'seed_examples'
 
 
-def run(script: str) -> str:
-    done = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert 'ERROR' not in done.stderr and 'WARNING' not in done.stderr, done.stderr[-3000:]
-    return done.stdout
+def start(script: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(EXAMPLES / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
-def test_inference_example():
-    out = run('inference.py')
+@pytest.fixture(scope='module')
+def printed() -> dict:
+    """What each example printed; they run at the same time (an engine's start, mostly one core, is most of it)."""
+    started = {script: start(script) for script in ('inference.py', 'lora.py')}
+    outputs = {script: process.communicate(timeout=600) for script, process in started.items()}
+    for script, (out, err) in outputs.items():
+        assert started[script].returncode == 0, err[-3000:]
+        assert 'ERROR' not in err and 'WARNING' not in err, err[-3000:]
+    return {script: out for script, (out, _) in outputs.items()}
+
+
+def test_inference_example(printed):
+    out = printed['inference.py']
     assert 'query: Hello!\nresponse: Hello!' in out
     assert 'query: Where is the capital of Zhejiang?\nresponse: The capital of Zhejiang is Hangzhou.' in out
     assert "'num_prompt_tokens'" in out and "'tokens/s'" in out
@@ -25,8 +36,8 @@ def test_inference_example():
     assert "history: [['Where is the capital of Zhejiang?'" in out
 
 
-def test_lora_example():
-    out = run('lora.py')
+def test_lora_example(printed):
+    out = printed['lora.py']
     with_lora, without = out.split('query: who are you?\nresponse: ')[1:]
     assert with_lora.startswith('I am Kakarot')
     assert without.startswith('I am Tiny Chat')
