@@ -18,7 +18,11 @@ def start(script: str) -> subprocess.Popen:
 def printed() -> dict:
     """What each example printed; they run at the same time (an engine's start, mostly one core, is most of it)."""
     started = {script: start(script) for script in ('inference.py', 'lora.py')}
-    outputs = {script: process.communicate(timeout=600) for script, process in started.items()}
+    try:
+        outputs = {script: process.communicate(timeout=600) for script, process in started.items()}
+    finally:
+        for process in started.values():
+            process.kill()  # nothing left running if one of them hung
     for script, (out, err) in outputs.items():
         assert started[script].returncode == 0, err[-3000:]
         assert 'ERROR' not in err and 'WARNING' not in err, err[-3000:]
