@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import settles
+from conftest import engine_processes, settles
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 from swiftnb.server import BackgroundServer
 
@@ -148,13 +148,12 @@ def test_a_dead_engine_core_is_reported_and_the_kernel_can_start_again():
     from swiftnb import get_template, inference_vllm
     from swiftnb.engine.vllm import VllmEngine
     from swiftnb.errors import EngineClosedError
-    before = {p.pid for p in psutil.Process().children(recursive=True)}  # the session's engines' among them
+    before = {p.pid for p in engine_processes()}  # the session's engines'
     engine = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR))  # its own: this test kills it
     server = BackgroundServer(engine, port=0)
-    # multiprocessing's resource tracker serves the whole process, not one engine: it stays (run alone, this test
-    # starts the first engine of the process, and the tracker with it)
-    ours = [p for p in psutil.Process().children(recursive=True)
-            if p.pid not in before and 'resource_tracker' not in ' '.join(p.cmdline())]
+    # vLLM's processes only: multiprocessing's resource tracker, started with the process's first engine, serves
+    # the whole process and stays
+    ours = [p for p in engine_processes() if p.pid not in before]
     try:
         assert _answer(server).startswith('The capital')
         next(p for p in ours if 'EngineCore' in p.name()).kill()
