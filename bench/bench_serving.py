@@ -4,15 +4,15 @@
                                             [--input_len 64] [--output_len 128] [--seconds S] [--waves W]
                                             [--profile DIR [--profile_at C ...]]
 
-Both servers run the same model (the embedded tiny-chat unless --model) with the same engine
-settings, side by side; runs alternate between them, each pair on prompts new to both. The workload is vLLM's
-`random` dataset, input 64 / output 128 tokens, ignore_eos, on /v1/completions. Prints output tokens/s, median
-TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT and TPOT no worse), and
-each server process's CPU time per 1,000 output tokens (its front end's work, which sets the pace on a GPU).
---seconds S sizes each run to last about S seconds (from a first run at that concurrency) instead of
---num_prompts, and --waves W to send at least W times the concurrency; --profile DIR adds one run per server
-under py-spy (raw stacks of every thread of the server process into DIR), outside the measured runs, at the
-highest concurrency or at each of --profile_at.
+Both servers run the same model (the embedded tiny-chat unless --model) with the same engine settings, side by
+side; runs alternate between them, each pair on prompts new to both, vLLM's first in one pair and swiftnb's in
+the next. The workload is vLLM's `random` dataset, input 64 / output 128 tokens, ignore_eos, on /v1/completions.
+Prints output tokens/s, median TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT
+and TPOT no worse), and each server process's CPU time per 1,000 output tokens (its front end's work, which sets
+the pace on a GPU). --seconds S sizes each run to last about S seconds (from a first run at that concurrency)
+instead of --num_prompts, and --waves W to send at least W times the concurrency; --profile DIR adds one run per
+server under py-spy (raw stacks of every thread of the server process into DIR), outside the measured runs, at
+the highest concurrency or at each of --profile_at.
 """
 import argparse
 import contextlib
@@ -145,11 +145,13 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
             prompts = max(prompts, waves * c)
             samples = {name: [] for name in servers}
             row = {'concurrency': c, 'prompts': prompts}
-            for _ in range(reps):
+            for rep in range(reps):
                 # Prompts neither server has seen: vLLM caches prefixes, so a second run of the same prompts would
                 # skip most of their prefill, and the runs of one server would not measure the same work.
                 seed = next(seeds)
-                for name, (port, proc) in servers.items():
+                # Which server goes first alternates (vLLM, ours; ours, vLLM; ...): the client is this process, and
+                # whatever one run leaves it (garbage to collect, warm caches) falls on both servers alike.
+                for name, (port, proc) in list(servers.items())[::-1 if rep % 2 else 1]:
                     samples[name].append(front_end_timed(proc, lambda: run_benchmark(port, model, c, prompts,
                                                                                      *lengths, seed)))
                     samples[name][-1]['cpu_ms_per_ktok'] = samples[name][-1]['cpu_s'] * 1e6 / (prompts * output_len)
