@@ -1,6 +1,6 @@
 """`make bench` on a CUDA machine: each GPU row against its peer in the same run, as one table.
 
-    python bench/gpu_run.py [--rows start sleep batch serving] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
+    python bench/gpu_run.py [--rows start sleep batch serving apps] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
                             [--concurrency 1 16 64 256] [--reps 2] [--profile [C ...]] [--batch_prompts 1024]
                             [--batch_stats] [--engine_args NAME=VALUE ...] [--out DIR]
 
@@ -18,6 +18,9 @@ Rows:
            tokens in / 256 out, ignore_eos, runs of about --seconds and at least --waves times the concurrency's
            prompts, alternating (bench_serving); --profile [C ...]: one more run per server under py-spy at the
            highest concurrency or at each C (first model)
+  apps     vLLM's OpenAI app and swiftnb's (with and without its RequestGuard) over one engine on the first
+           random-weight model, on the same loop thread (bench_server_apps), at the highest concurrency, --reps
+           rounds of max(4, --waves) times its prompts: whether what serving differs in is the app or the process
 The random-weight models are Qwen2-0.5B's, -1.5B's and -7B's configurations (bench/random_model.py). Engines
 that share the card (batch, serving) each take 0.4 of it; --engine_args adds engine arguments to both sides of
 those rows, ones that `vllm serve` and `swiftnb deploy` both take with a value (on two cards: `--rows serving
@@ -127,6 +130,20 @@ def serving_rows(model_dir: Path, args, out: list, save) -> None:
     print(bench_serving.table(rows), flush=True)
 
 
+def apps_row(model_dir: Path, args, out: list) -> None:
+    import bench_server_apps
+    c = args.concurrency[-1]
+    result = bench_server_apps.measure(str(model_dir), c, max(4, args.waves) * c, 128, 256, args.reps,
+                                       args.engine_args)
+    out.append({'row': 'apps', 'model': model_dir.parent.name, **result})
+    print(bench_server_apps.table(result), flush=True)
+
+
+def apps_cell(r: dict) -> str:
+    return (f'{r["tok_s"]:.0f} tok/s, TTFT {r["ttft_ms"]:.1f} ms, TPOT {r["tpot_ms"]:.2f} ms, loop '
+            f'{r["cpu_ms_per_request"]:.3f} CPU ms/request')
+
+
 def serving_cell(row: dict, server: str) -> str:
     runs = ', '.join(f'{x:.0f}' for x in row[f'{server}_runs_tok_s'])
     return (f'{row[f"{server}_tok_s"]:.0f} tok/s (runs {runs}), TTFT {row[f"{server}_ttft_ms"]:.1f} ms, '
@@ -149,6 +166,10 @@ def markdown(out: list, header: str) -> str:
             lines.append(f'| batch | {r["model"]}, {r["tokens"]} tokens | {r["tokens"] / r["swiftnb_s"]:.0f} tok/s, '
                          f'front end {r["swiftnb_cpu_s"]:.2f} CPU s | LLM.generate {r["tokens"] / r["vllm_s"]:.0f} '
                          f'tok/s, front end {r["vllm_cpu_s"]:.2f} CPU s | {r["ratio"]:.3f}x |')
+        elif r['row'] == 'apps':
+            lines.append(f'| apps | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | swiftnb\'s '
+                         f'{apps_cell(r["swiftnb"])}; unguarded {apps_cell(r["unguarded"])} | vLLM\'s app on the '
+                         f'same loop {apps_cell(r["vllm"])} | {r["swiftnb"]["tok_s"] / r["vllm"]["tok_s"]:.2f}x |')
         else:
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
                          f'{serving_cell(r, "swiftnb")} | vLLM server {serving_cell(r, "vllm")} | '
@@ -159,7 +180,7 @@ def markdown(out: list, header: str) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rows', nargs='+', default=['start', 'sleep', 'batch', 'serving'],
-                        choices=['start', 'sleep', 'batch', 'serving'])
+                        choices=['start', 'sleep', 'batch', 'serving', 'apps'])
     parser.add_argument('--sizes', nargs='+', default=['0.5b', '1.5b'], choices=['0.5b', '1.5b', '7b'])
     parser.add_argument('--engine_args', nargs='*', type=engine_arg, default=[], metavar='NAME=VALUE',
                         help='vLLM engine arguments of both sides in the batch and serving rows, beside '
@@ -203,6 +224,9 @@ def main():
         if 'serving' in args.rows:
             for model_dir in models.values():
                 serving_rows(model_dir, args, out, save)
+        if 'apps' in args.rows:
+            apps_row(models[args.sizes[0]], args, out)
+            save()
     finally:
         save()
         print(markdown(out, header), flush=True)
