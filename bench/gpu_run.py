@@ -133,8 +133,13 @@ def serving_rows(model_dir: Path, args, out: list, save) -> None:
 def apps_row(model_dir: Path, args, out: list) -> None:
     import bench_server_apps
     c = args.concurrency[-1]
+
+    def keep(line: str) -> None:  # each run as it ends, so that a call cut short still brings back what it measured
+        print(line, flush=True)
+        with open(Path(args.out, 'apps_runs.txt'), 'a') as runs:
+            runs.write(line + '\n')
     result = bench_server_apps.measure(str(model_dir), c, max(4, args.waves) * c, 128, 256, args.reps,
-                                       args.engine_args)
+                                       args.engine_args, progress=keep)
     out.append({'row': 'apps', 'model': model_dir.parent.name, **result})
     print(bench_server_apps.table(result), flush=True)
 
