@@ -139,7 +139,8 @@ def deploy(args) -> int:
     # /v1/load_lora_adapter takes adapters beside the ones it starts with (a run's other checkpoints), unless told
     lora_dirs = args.lora_dirs if args.lora_dirs is not None else sorted({str(Path(p).parent) for p in loras.values()})
     stop = _stop_on_signals()
-    server = BackgroundServer(engine, lora_modules=loras, **dataclasses.asdict(server_options.from_flags(args, lora_dirs=lora_dirs)))
+    options = server_options.from_flags(args, lora_dirs=lora_dirs)
+    server = BackgroundServer(engine, lora_modules=loras, **dataclasses.asdict(options))
     names = ', '.join(engine.model_names(server.served_model_name))
     print(f'swiftnb: serving {names} at {server.url} (Ctrl-C stops)', flush=True)
     stop.wait()
