@@ -19,8 +19,9 @@ Rows:
            prompts, alternating (bench_serving); --profile [C ...]: one more run per server under py-spy at the
            highest concurrency or at each C (first model)
   apps     vLLM's OpenAI app and swiftnb's (with and without its RequestGuard) over one engine on the first
-           random-weight model, on the same loop thread (bench_server_apps), at the highest concurrency, --reps
-           rounds of max(4, --waves) times its prompts: whether what serving differs in is the app or the process
+           random-weight model, on the same loop thread, and vLLM's own server process beside them
+           (bench_server_apps --vllm_serve), at the highest concurrency, --reps rounds of max(4, --waves) times its
+           prompts: whether what serving differs in is the app or the process
 The random-weight models are Qwen2-0.5B's, -1.5B's and -7B's configurations (bench/random_model.py). Engines
 that share the card (batch, serving) each take 0.4 of it; --engine_args adds engine arguments to both sides of
 those rows, ones that `vllm serve` and `swiftnb deploy` both take with a value (on two cards: `--rows serving
@@ -139,7 +140,7 @@ def apps_row(model_dir: Path, args, out: list) -> None:
         with open(Path(args.out, 'apps_runs.txt'), 'a') as runs:
             runs.write(line + '\n')
     result = bench_server_apps.measure(str(model_dir), c, max(4, args.waves) * c, 128, 256, args.reps,
-                                       args.engine_args, progress=keep)
+                                       args.engine_args, progress=keep, vllm_serve=True)
     out.append({'row': 'apps', 'model': model_dir.parent.name, **result})
     print(bench_server_apps.table(result), flush=True)
 
@@ -174,7 +175,8 @@ def markdown(out: list, header: str) -> str:
         elif r['row'] == 'apps':
             lines.append(f'| apps | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | swiftnb\'s '
                          f'{apps_cell(r["swiftnb"])}; unguarded {apps_cell(r["unguarded"])} | vLLM\'s app on the '
-                         f'same loop {apps_cell(r["vllm"])} | {r["swiftnb"]["tok_s"] / r["vllm"]["tok_s"]:.2f}x |')
+                         f'same loop {apps_cell(r["vllm"])}; vllm serve {apps_cell(r["vllm_serve"])} | '
+                         f'{r["swiftnb"]["tok_s"] / r["vllm"]["tok_s"]:.2f}x |')
         else:
             lines.append(f'| serving | {r["model"]}, c={r["concurrency"]}, {r["prompts"]} prompts | '
                          f'{serving_cell(r, "swiftnb")} | vLLM server {serving_cell(r, "vllm")} | '
