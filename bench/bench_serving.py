@@ -6,7 +6,10 @@
 
 Both servers run the same model (the embedded tiny-chat unless --model) with the same engine settings, side by
 side; runs alternate between them, each pair on prompts new to both, vLLM's first in one pair and swiftnb's in
-the next. The workload is vLLM's `random` dataset, input 64 / output 128 tokens, ignore_eos, on /v1/completions.
+the next. The workload is vLLM's `random` dataset, input 64 / output 128 tokens, ignore_eos, greedy (temperature 0
+sent with each request: vLLM's benchmark leaves it to the server's default, which differs where a model's
+generation_config.json says `do_sample: false`, as tiny-chat's does: swiftnb reads it, vLLM does not), on
+/v1/completions.
 Prints output tokens/s, median TTFT and TPOT of each, and their ratio (goal: swiftnb >= 1.0x on throughput, TTFT
 and TPOT no worse), and each server process's CPU time per 1,000 output tokens (its front end's work, which sets
 the pace on a GPU). --seconds S sizes each run to last about S seconds (from a first run at that concurrency)
@@ -63,7 +66,7 @@ def running(cmd: list, port: int, log: Path):
 
 def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int, input_len: int = 64,
                   output_len: int = 128, seed: int = 0) -> dict:
-    """One run of vLLM's benchmark; `seed` picks the prompts (the same seed and number give the same ones)."""
+    """One greedy run of vLLM's benchmark; `seed` picks the prompts (the same seed and number give the same ones)."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
     parser = FlexibleArgumentParser()
@@ -72,7 +75,7 @@ def run_benchmark(port: int, model_dir: str, concurrency: int, num_prompts: int,
         '--backend', 'openai', '--base-url', f'http://127.0.0.1:{port}', '--model', SERVED_NAME,
         '--tokenizer', model_dir, '--dataset-name', 'random', '--random-input-len', str(input_len),
         '--random-output-len', str(output_len), '--num-prompts', str(num_prompts), '--ignore-eos',
-        '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', str(seed)])
+        '--max-concurrency', str(concurrency), '--disable-tqdm', '--seed', str(seed), '--temperature', '0'])
     with contextlib.redirect_stdout(open(os.devnull, 'w')):
         result = main(args)
     return {'tok_s': result['output_throughput'], 'ttft_ms': result['median_ttft_ms'],
