@@ -122,20 +122,20 @@ def test_an_engine_for_deploy_is_configured_as_vllm_serve_configures_its_own():
     from swiftnb.engine.vllm import engine_args, usage_context
     from swiftnb.engine.vllm_compat import server_parts
 
-    def fields(config, prefix='') -> dict:
+    def fields(tree: dict, prefix='') -> dict:  # {'scheduler_config.max_num_seqs': '256', ...}
         flat = {}
-        for name, value in (dataclasses.asdict(config) if prefix == '' else config).items():
-            if isinstance(value, dict):
-                flat.update(fields(value, f'{prefix}{name}.'))
-            else:
-                flat[f'{prefix}{name}'] = repr(value)
+        for name, value in tree.items():
+            flat.update(fields(value, f'{prefix}{name}.') if isinstance(value, dict)
+                        else {prefix + str(name): repr(value)})
         return flat
     server = VllmOptions(defaults_for='server', gpu_memory_utilization=0.5,
                          engine_kwargs={'served_model_name': 'tiny-chat'})  # as `swiftnb deploy --gpu_memory_ ...`
-    ours = fields(engine_args(str(DEMO_MODEL_DIR), server).create_engine_config(usage_context(server)))
+    ours = fields(dataclasses.asdict(
+        engine_args(str(DEMO_MODEL_DIR), server).create_engine_config(usage_context(server))))
     cli = server_parts()[0](FlexibleArgumentParser()).parse_args(
         ['--model', str(DEMO_MODEL_DIR), '--served-model-name', 'tiny-chat', '--gpu-memory-utilization', '0.5'])
-    theirs = fields(AsyncEngineArgs.from_cli_args(cli).create_engine_config(UsageContext.OPENAI_API_SERVER))
+    theirs = fields(dataclasses.asdict(AsyncEngineArgs.from_cli_args(cli).create_engine_config(
+        UsageContext.OPENAI_API_SERVER)))
     assert len(ours) > 100 and ours.keys() == theirs.keys()
     assert {name: (ours[name], theirs[name]) for name in ours if ours[name] != theirs[name]
             and name != 'instance_id'} == {}  # instance_id: a random one per engine
