@@ -31,7 +31,7 @@ from typing import Optional
 
 import uvicorn
 
-from bench_serving import SERVED_NAME, flags, free_port, running
+from bench_serving import SERVED_NAME, free_port, running, vllm_serve_cmd
 
 HERE = Path(__file__).resolve().parent
 APPS = ('vllm', 'swiftnb', 'unguarded')
@@ -86,29 +86,27 @@ def measure(model: Optional[str] = None, concurrency: int = 256, num_prompts: in
     from swiftnb import DEMO_MODEL_DIR, get_vllm_engine
     model, engine_args = model or str(DEMO_MODEL_DIR), engine_args or {}
     with contextlib.ExitStack() as stack:
-        loops = {}  # name: (process id, its loop thread's id)
+        served = {}  # name: (port, process id, its loop thread's id)
         if vllm_serve:  # started first: on CPU, vLLM's memory check counts what the other engine already took
             port = free_port()
-            proc = stack.enter_context(running(
-                [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model, '--served-model-name',
-                 SERVED_NAME, '--port', str(port), *flags(engine_args, '-')], port,
-                Path(os.environ.get('TMPDIR', '/tmp'), 'bench-apps-vllm-serve.log')))
-            loops['vllm_serve'] = proc.pid, proc.pid
+            proc = stack.enter_context(running(vllm_serve_cmd(model, port, engine_args), port,
+                                               Path(os.environ.get('TMPDIR', '/tmp'), 'bench-apps-vllm-serve.log')))
+            served['vllm_serve'] = port, proc.pid, proc.pid
         engine = get_vllm_engine(model_id_or_path=model, defaults_for='server', **engine_args)
         stack.callback(engine.shutdown)
-        ports = start_apps(engine, SERVED_NAME)  # bench_serving's client asks for this name
-        loops.update({name: (os.getpid(), engine.loop._thread.native_id) for name in APPS})
-        if vllm_serve:
-            ports['vllm_serve'] = port
-        names = tuple(loops)
+        loop = os.getpid(), engine.loop._thread.native_id
+        # SERVED_NAME: the name bench_serving's client asks for
+        served.update({name: (port, *loop) for name, port in start_apps(engine, SERVED_NAME).items()})
+        names = tuple(served)
         runs = {name: [] for name in names}
         for rep in range(reps):
             for name in names[rep % len(names):] + names[:rep % len(names)]:
-                params = [ports[name], engine.model_dir, concurrency, num_prompts, input_len, output_len, rep + 1]
-                before = loop_cpu_s(*loops[name])
+                port, *thread = served[name]
+                params = [port, engine.model_dir, concurrency, num_prompts, input_len, output_len, rep + 1]
+                before = loop_cpu_s(*thread)
                 out = subprocess.run([sys.executable, '-c', CLIENT, str(HERE), json.dumps(params)],
                                      capture_output=True, text=True, check=True).stdout
-                cpu_s = loop_cpu_s(*loops[name]) - before
+                cpu_s = loop_cpu_s(*thread) - before
                 run = {**json.loads(out.strip().splitlines()[-1]), 'cpu_ms_per_request': cpu_s * 1e3 / num_prompts}
                 runs[name].append(run)
                 progress(f'{name}: {run}')

@@ -87,6 +87,13 @@ def flags(engine_args: dict, dash: str) -> list:
     return [item for name, value in engine_args.items() for item in (f'--{name.replace("_", dash)}', str(value))]
 
 
+def vllm_serve_cmd(model: str, port: int, engine_args: dict) -> list:
+    """vLLM's own OpenAI server for `model` as SERVED_NAME on `port`: `engine_args` as flags, otherwise vLLM's
+    defaults, as `vllm serve`."""
+    return [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
+            '--served-model-name', SERVED_NAME, '--port', str(port), *flags(engine_args, '-')]
+
+
 def front_end_timed(proc, run) -> dict:
     """run()'s result with 'cpu_s': the CPU seconds the server's own process spent meanwhile (its HTTP and
     front-end work; the engine core is a child process), and 'client_cpu_s': this process's (vLLM's benchmark
@@ -127,9 +134,7 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     engine_args = engine_args or {}
     lengths = (input_len, output_len)
     vllm_port, ours_port = free_port(), free_port()
-    vllm_cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', model,
-                '--served-model-name', SERVED_NAME, '--port', str(vllm_port),
-                *flags(engine_args, '-')]  # otherwise vLLM's defaults, as `vllm serve`
+    vllm_cmd = vllm_serve_cmd(model, vllm_port, engine_args)
     ours_cmd = [sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name',
                 SERVED_NAME, '--port', str(ours_port), *flags(engine_args, '_')]
     logs = Path(os.environ.get('TMPDIR', '/tmp'))
