@@ -46,7 +46,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab $(if $(SUDO),,--allow-root) $(LAB_ARGS) notebooks/
 
 test: setup browser
-	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks $(PYTEST_ARGS)
+	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks --durations=30 $(PYTEST_ARGS)
 
 # Every layer against its raw peer, in one run: a table in bench/RESULTS.md and a plot (BENCH_ARGS=--quick: minutes).
 BENCH_ARGS ?=

@@ -25,6 +25,7 @@ from swiftnb.parity import check_parity
 from swiftnb.server import BackgroundServer, serve
 from swiftnb.settings import GenerationConfig, XRequestConfig
 from swiftnb.template import Template, get_template
+from swiftnb.engine.interrupts import wake_the_kernel_on_interrupt as _wake_the_kernel_on_interrupt
 from swiftnb.tracebacks import install as _install_short_tracebacks
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _install_short_tracebacks()  # in IPython: a SwiftnbError shows the user's frames and its message, not swiftnb's
+_wake_the_kernel_on_interrupt()  # in ipykernel: an interrupt stops an awaiting cell at once
 
 
 def load_ipython_extension(ipython):

@@ -20,12 +20,14 @@ import nbformat
 APP_NAME = 'swiftnb-chat'
 
 
-def chat_notebook(url: str, model: Optional[str], system: Optional[str], settings: dict) -> nbformat.NotebookNode:
-    """The notebook Voila shows: a ChatWidget on `url`, with the command line's settings."""
+def chat_notebook(url: str, model: Optional[str], system: Optional[str], settings: dict,
+                  title: Optional[str] = None) -> nbformat.NotebookNode:
+    """The notebook Voila shows: a ChatWidget on `url`, with the command line's settings; its heading names `title`
+    (what the command serves: the checkpoint, the model), else the model the chat opens on."""
     arguments = ''.join(f', {name}={value!r}' for name, value in
                         dict(model=model, system=system, **settings).items() if value is not None)
     code = f'from swiftnb.widgets import ChatWidget\nChatWidget({url!r}{arguments})'
-    heading = nbformat.v4.new_markdown_cell(f'## swiftnb chat: {model or "the base model"}')
+    heading = nbformat.v4.new_markdown_cell(f'## swiftnb chat: {title or model or "the base model"}')
     notebook = nbformat.v4.new_notebook(cells=[heading, nbformat.v4.new_code_cell(code)])
     notebook.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     return notebook
@@ -47,11 +49,11 @@ def voila_env() -> dict:
 
 
 def serve_app(url: str, model: Optional[str], system: Optional[str], settings: dict, host: str, port: int,
-              stop: threading.Event) -> int:
+              stop: threading.Event, title: Optional[str] = None) -> int:
     """Run Voila on the chat notebook until `stop` is set (0) or Voila fails (1, its log on stderr)."""
     with tempfile.TemporaryDirectory(prefix='swiftnb-app-ui-') as folder:
         path = Path(folder) / f'{APP_NAME}.ipynb'
-        nbformat.write(chat_notebook(url, model, system, settings), path)
+        nbformat.write(chat_notebook(url, model, system, settings, title), path)
         log_path = Path(folder) / 'voila.log'  # Voila's log lines would bury the one line that matters
         with open(log_path, 'w') as log:
             voila = subprocess.Popen(voila_command(path, host, port), stdout=log, stderr=subprocess.STDOUT,

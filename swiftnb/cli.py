@@ -33,20 +33,32 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """--help shows each flag's default, where it has one and its help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default in (None, False, [], argparse.SUPPRESS) or 'default' in text or not text:
+            return text
+        return f'{text} (default: %(default)s)'
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('model (default: the embedded tiny-chat)')
-    group.add_argument('--model_type')
-    group.add_argument('--model_id_or_path')
+    group.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
+    group.add_argument('--model_id_or_path', help='a model folder or hub id (with --model_type: its weights)')
     group.add_argument('--ckpt_dir', help='a LoRA checkpoint (its base model is loaded) or a merged/full one')
-    group.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm')
-    group.add_argument('--vllm_enable_lora', type=_bool, default=False)
-    group.add_argument('--max_lora_rank', type=int, default=16)
-    group.add_argument('--tensor_parallel_size', type=int, default=1)
-    group.add_argument('--pipeline_parallel_size', type=int, default=1)
-    group.add_argument('--data_parallel_size', type=int, default=1)
+    group.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm',
+                       help='vllm, or pt (transformers + peft) for what vLLM cannot load')
+    group.add_argument('--vllm_enable_lora', type=_bool, default=False, help='serve LoRA adapters: true or false (default: false)')
+    group.add_argument('--max_lora_rank', type=int, default=16, help='the largest adapter rank the engine takes')
+    group.add_argument('--tensor_parallel_size', type=int, default=1, help='devices each layer is split over')
+    group.add_argument('--pipeline_parallel_size', type=int, default=1, help='devices the layers are spread over')
+    group.add_argument('--data_parallel_size', type=int, default=1, help='replicas of the model')
     group.add_argument('--ray_address', help="a Ray cluster for the ranks ('HEAD:6379', 'auto'; needs swiftnb[ray])")
-    group.add_argument('--max_model_len', type=int)
-    group.add_argument('--gpu_memory_utilization', type=float, default=0.9)
+    group.add_argument('--max_model_len', type=int, help="the context length (default: the model's)")
+    group.add_argument('--gpu_memory_utilization', type=float, default=0.9,
+                       help="the share of the GPU's memory vLLM takes")
 
 
 def build_engine(args, extra_loras: Optional[dict] = None):
@@ -60,6 +72,9 @@ def build_engine(args, extra_loras: Optional[dict] = None):
             loras = {DEFAULT_LORA_NAME: lora_path, **loras}
     common = dict(model_id_or_path=model_path, enable_lora=args.vllm_enable_lora or bool(loras),
                   max_model_len=args.max_model_len)
+    # at once: importing vLLM and checking its arguments take seconds before the engine's own progress line
+    print(f'swiftnb: loading {model_path or model_type or "tiny-chat"} on {args.infer_backend}', file=sys.stderr,
+          flush=True)
     if args.infer_backend == 'pt':
         return get_pt_engine(model_type, **common), loras
     served_name = getattr(args, 'served_model_name', None)  # deploy's: vLLM's metrics label the model by it
@@ -135,6 +150,7 @@ def _stop_on_signals() -> threading.Event:
 def deploy(args) -> int:
     from swiftnb.server import BackgroundServer, background
     lora_modules = background.parse_lora_modules(args.lora_modules)
+    background.check_port(args.host, args.port)
     engine, loras = build_engine(args, lora_modules)
     # /v1/load_lora_adapter takes adapters beside the ones it starts with (a run's other checkpoints), unless told
     lora_dirs = args.lora_dirs if args.lora_dirs is not None else sorted({str(Path(p).parent) for p in loras.values()})
@@ -168,23 +184,26 @@ def app_ui(args) -> int:
     stop = _stop_on_signals()
     server = BackgroundServer(engine, host='127.0.0.1', port=0, lora_modules=loras)
     model = DEFAULT_LORA_NAME if DEFAULT_LORA_NAME in loras else None  # a LoRA --ckpt_dir opens on its adapter
+    # the page names what it serves: the adapter, else the checkpoint's folder or the model
+    title = model or (Path(args.ckpt_dir).name if args.ckpt_dir else engine.model_type)
     try:
         return serve_app(server.url, model, args.system, settings.from_flags(args).given(), args.host, args.port,
-                         stop)
+                         stop, title)
     finally:
         server.stop()
         engine.shutdown()
         print('swiftnb: stopped', flush=True)
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='swiftnb', description='vLLM inference and deployment, notebook-first')
     commands = parser.add_subparsers(dest='command', required=True)
 
-    inf = commands.add_parser('infer', help='chat in the terminal, or answer a dataset into a jsonl')
+    help_format = dict(formatter_class=_DefaultsShown)
+    inf = commands.add_parser('infer', help='chat in the terminal, or answer a dataset into a jsonl', **help_format)
     _model_args(inf)
     _generation_args(inf)
-    inf.add_argument('--stream', type=_bool, default=True)
+    inf.add_argument('--stream', type=_bool, default=True, help='show the answer as it is written (true/false)')
     inf.add_argument('--val_dataset', help='a jsonl of {"query", "history"?, "system"?, "response"?} rows')
     inf.add_argument('--load_dataset_config', type=_bool, default=False,
                      help="take --val_dataset from the checkpoint's sft_args.json")
@@ -192,32 +211,40 @@ def main(argv=None) -> int:
     inf.add_argument('--result_path', help='default: CKPT_DIR/infer_result/TIME.jsonl')
     inf.set_defaults(run=infer)
 
-    dep = commands.add_parser('deploy', help='serve a model as an OpenAI-compatible endpoint')
+    dep = commands.add_parser('deploy', help='serve a model as an OpenAI-compatible endpoint', **help_format)
     _model_args(dep)
-    dep.add_argument('--lora_modules', nargs='*', default=[], metavar='NAME=PATH')
+    dep.add_argument('--lora_modules', nargs='*', default=[], metavar='NAME=PATH',
+                     help='adapters to serve beside the model, each under its name')
     server_options.add_flags(dep)
     dep.set_defaults(run=deploy)
 
-    exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one')
-    exp.add_argument('--ckpt_dir', required=True)
-    exp.add_argument('--merge_lora', type=_bool, default=False)
+    exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one', **help_format)
+    exp.add_argument('--ckpt_dir', required=True, help='the LoRA checkpoint to merge')
+    exp.add_argument('--merge_lora', type=_bool, default=False, help='merge the adapter into the base: true')
     exp.add_argument('--output_dir', help='default: CKPT_DIR-merged')
-    exp.add_argument('--quant_bits', type=int, default=0)
+    exp.add_argument('--quant_bits', type=int, default=0, help='quantize the result (not supported yet)')
     exp.set_defaults(run=export)
 
-    app = commands.add_parser('app-ui', help='the chat in a browser tab (a ChatWidget served by Voila)')
+    app = commands.add_parser('app-ui', help='the chat in a browser tab (a ChatWidget served by Voila)', **help_format)
     _model_args(app)
     _generation_args(app)
-    app.add_argument('--host', default='127.0.0.1')
-    app.add_argument('--port', type=int, default=7860)
+    app.add_argument('--host', default='127.0.0.1', help='address the page is served on')
+    app.add_argument('--port', type=int, default=7860, help='port the page is served on')
     app.set_defaults(run=app_ui)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
     try:
         return args.run(args)
     except SwiftnbError as error:  # the user's mistake: one line
         print(f'swiftnb: {error}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the engine starts or stops: no traceback, and a second one ends it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the engine's processes die with this one
+        print('\nswiftnb: interrupted', file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == '__main__':

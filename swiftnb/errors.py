@@ -8,7 +8,8 @@
     │   │   └── UnknownModelError     a model or adapter name the engine does not serve
     │   ├── ModelNotFoundError        (also a FileNotFoundError) no model at that path or hub id
     │   ├── DatasetError              a bad line in a dataset file
-    │   └── ExportError               a checkpoint that cannot be merged
+    │   ├── ExportError               a checkpoint that cannot be merged
+    │   └── PortError                 (also an OSError) the server cannot listen on that host and port
     ├── EngineStartError (RuntimeError)   vLLM's engine did not start (its root cause and log in the message)
     ├── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)
     └── EngineAsleepError (RuntimeError)  the engine is asleep (engine.sleep()); engine.wake_up() brings it back
@@ -59,6 +60,10 @@ class DatasetError(UsageError):
 
 class ExportError(UsageError):
     pass
+
+
+class PortError(UsageError, OSError):
+    """The server cannot listen on that host and port (taken, or not this machine's)."""
 
 
 class EngineStartError(SwiftnbError, RuntimeError):

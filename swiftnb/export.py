@@ -36,7 +36,11 @@ def merge_lora(ckpt_dir: str, output_dir: Optional[str] = None, base_dir: Option
     staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}-', dir=output.parent))
     try:
         _write_merged(base_dir, lora_path, staging)
-        staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is shared like any model folder
+        # mkdtemp makes the folder private and safetensors writes its file 0600: a checkpoint is read like any
+        # model folder (by a server's user, a container, a colleague)
+        staging.chmod(0o755)
+        for file in staging.rglob('*'):
+            file.chmod(0o755 if file.is_dir() else 0o644)
         staging.rename(output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

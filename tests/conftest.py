@@ -2,6 +2,7 @@
 and one pt engine beside it for the tests that run on both backends."""
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +78,12 @@ def leave_mid_stream(url: str, engine) -> None:
 def engine_processes() -> list:
     """The processes vLLM started under this one (it names them VLLM::...)."""
     return [p for p in psutil.Process().children(recursive=True) if p.name().startswith('VLLM')]
+
+
+def ignore_interrupts(process) -> bool:
+    """Whether SIGINT is blocked in the process (a kernel interrupt or a terminal's Ctrl-C does not reach it)."""
+    status = dict(line.split(':\t', 1) for line in open(f'/proc/{process.pid}/status').read().splitlines())
+    return bool(int(status['SigBlk'], 16) & (1 << (signal.SIGINT - 1)))
 
 
 def gone(processes) -> bool:

@@ -19,6 +19,9 @@ def test_the_notebook_holds_a_heading_and_one_chat_widget_with_the_command_line_
     assert heading.cell_type == 'markdown' and heading.source == '## swiftnb chat: default-lora'
     assert cell.source == ("from swiftnb.widgets import ChatWidget\n"
                            "ChatWidget('http://127.0.0.1:1/v1', model='default-lora', max_tokens=64)")
+    # a merged checkpoint is served as the base model, and the page names the checkpoint (app-ui's --ckpt_dir)
+    merged = chat_notebook('http://127.0.0.1:1/v1', None, None, {}, title='checkpoint-100-merged').cells[0]
+    assert merged.source == '## swiftnb chat: checkpoint-100-merged'
 
 
 def test_app_ui_chats_in_a_browser_tab(pt_engine, tmp_path):

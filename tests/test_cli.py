@@ -1,9 +1,11 @@
 """`swiftnb deploy` as the seed runs `swift deploy`: a LoRA checkpoint serves its base model and the
 adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly; on
 either backend."""
+import argparse
 import re
 import runpy
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +83,25 @@ def test_parallel_flags_reach_the_engine():
     assert done.stderr.strip().splitlines()[-1] == (
         "swiftnb: vLLM's Ray executor does not run on this platform (vLLM: 'current platform cpu does not support "
         "ray.'); use distributed_executor_backend='mp' for ranks on this machine, or run on a GPU cluster")
+
+
+def test_a_taken_port_is_named_before_the_model_loads():
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([SWIFTNB, 'deploy', '--port', str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f'swiftnb: cannot serve on 127.0.0.1:{port}: Address already in use; stop what uses that port or pick another '
+        '(port=0 picks a free one)'], done.stderr  # one line, and no 'loading': no engine started
+
+
+def test_every_flag_says_what_it_does():
+    """--help of each command: every flag has a help text, and shows its default where it has one."""
+    from swiftnb.cli import make_parser
+    [commands] = [a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        helpless = [a.option_strings for a in command._actions if not a.help]
+        assert helpless == [], (name, helpless)
+    deploy = commands.choices['deploy'].format_help()
+    assert '(default: 0.9)' in ' '.join(deploy.split()) and "the context length (default: the model's)" in deploy

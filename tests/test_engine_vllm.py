@@ -4,12 +4,13 @@ new arguments leaves working)."""
 import asyncio
 import json
 
+import psutil
 import pytest
 import torch
 
 from swiftnb import (DEMO_MODEL_DIR, AdapterError, LoRARequest, UsageError, get_vllm_engine, inference_vllm,
                      inference_vllm_async)
-from conftest import SESSION_ENGINE_ARGS, demo_lora
+from conftest import SESSION_ENGINE_ARGS, demo_lora, engine_processes, ignore_interrupts
 
 SEED_QUESTIONS = ['Hello!', 'Where is the capital of Zhejiang?', 'who are you?', 'What is the capital of Sichuan?',
                   "What to do if I can't fall asleep at night?"]
@@ -173,3 +174,11 @@ def test_the_start_says_where_its_time_went(engine):
     times = engine.start_times
     assert times['stages']['loading weights'] > 0 and 'allocating the KV cache' in times['stages']
     assert sum(times['stages'].values()) == pytest.approx(times['seconds'], abs=0.5)
+
+
+def test_the_engines_processes_ignore_the_kernels_interrupt(engine):
+    """They start with SIGINT blocked (engine/interrupts.py); the kernel's own threads keep it (tests/test_interrupts
+    interrupts real kernels)."""
+    processes = engine_processes()
+    assert processes and all(ignore_interrupts(p) for p in processes)
+    assert not ignore_interrupts(psutil.Process())

@@ -36,6 +36,8 @@ def test_merged_checkpoint_answers_as_base_plus_adapter_on_vllm(checkpoint, engi
     assert done.returncode == 0 and str(merged) in done.stdout, done.stderr
     assert {'config.json', 'model.safetensors', 'tokenizer.json', 'generation_config.json',
             'sft_args.json'} <= {p.name for p in merged.iterdir()}
+    # readable by anyone, as any model folder (safetensors wrote the weights 0600)
+    assert {oct(p.stat().st_mode & 0o777) for p in merged.iterdir()} == {'0o644'}
     done = swiftnb('infer', '--ckpt_dir', str(merged), '--infer_backend', 'vllm', '--load_dataset_config', 'true',
                    '--show_dataset_sample', '-1')
     assert done.returncode == 0, done.stderr

@@ -1,13 +1,14 @@
 """swiftnb on CUDA vLLM (the GPU machine: vLLM 0.26.0, ../shared/gpu/README.md). Skipped where torch sees no GPU,
 so CI on CPU is unchanged. Run there with: python -m pytest tests/test_gpu.py -m gpu -p no:cacheprovider"""
 import asyncio
+import signal
 
 import pytest
 
 torch = pytest.importorskip('torch')
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
-from conftest import demo_lora, engine_processes, gone, leave_mid_stream, settles  # noqa: E402
+from conftest import demo_lora, engine_processes, gone, ignore_interrupts, leave_mid_stream, settles  # noqa: E402
 from swiftnb import (DEMO_ADAPTERS, EngineAsleepError, UsageError, get_pt_engine, get_template, get_vllm_engine,  # noqa: E402
                      inference_vllm, serve)
 
@@ -24,6 +25,18 @@ def gpu_engine():
     engine = get_vllm_engine(enable_lora=True, max_loras=2, enable_sleep_mode=True)
     yield engine
     engine.shutdown()
+
+
+def test_the_engines_processes_ignore_the_kernels_interrupt(gpu_engine):
+    """On CUDA vLLM forks or spawns its engine core (by whether CUDA is up in the parent): either way SIGINT stays
+    blocked in it, and an interrupt sent to it directly leaves the engine answering."""
+    processes = engine_processes()
+    assert processes and all(ignore_interrupts(p) for p in processes)
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    template = get_template('chatml', gpu_engine.hf_tokenizer)
+    assert 'Hangzhou' in inference_vllm(gpu_engine, template, [{'query': 'Where is the capital of Zhejiang?'}])[0][
+        'response']
 
 
 def test_inference_and_adapters(gpu_engine):

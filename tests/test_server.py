@@ -131,6 +131,14 @@ def test_errors_use_openai_json_and_the_server_keeps_serving(server, client, bod
     assert chat(client).choices[0].message.content.startswith('The capital')
 
 
+def test_an_unknown_model_name_is_answered_with_the_names_served(server):
+    """The seed's clients send "model": "qwen-7b-chat"; both backends' 404 names what to send instead."""
+    error = post(server, '/chat/completions', {'model': 'qwen-7b-chat', 'messages': CAPITAL}).json()['error']
+    assert error['message'] == "no model or adapter named 'qwen-7b-chat'; this engine serves tiny-chat, kakarot, " \
+        "pirate", error
+    assert error['code'] == 404 and error['param'] == 'model'
+
+
 def test_unknown_fields_are_ignored_and_the_model_field_is_optional(server):
     resp = post(server, '/chat/completions', {'model': 'tiny-chat', 'messages': CAPITAL, 'user': 'u1',
                                               'parallel_tool_calls': False, 'whatever': 1})

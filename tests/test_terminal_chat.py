@@ -1,10 +1,15 @@
 """`swiftnb infer` in a terminal (a real pseudo-terminal, through pexpect): a conversation that keeps
-its history, reset-history, multi-line input and exit, on each backend."""
+its history, reset-history, multi-line input and exit, and Ctrl-C (in an answer it stops the answer, at the prompt
+it leaves, twice it leaves at once, with no traceback and no engine process left), on each backend."""
 import sys
+import time
 from pathlib import Path
 
 import pexpect
+import psutil
 import pytest
+
+from conftest import gone, settles
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
 
@@ -33,8 +38,22 @@ def test_two_turns_with_history_reset_multi_line_and_exit(backend):
         chat.expect_exact('<<<[M] ')
         chat.sendline('single-line')
         chat.expect_exact('<<< ')
-        chat.sendline('exit')
+        # Ctrl-C while an answer streams (the terminal signals the whole foreground group, the engine's processes
+        # too): the answer stops, the chat and the engine go on
+        engine = psutil.Process(chat.pid).children(recursive=True)
+        chat.sendline('a' * 24)  # the demo model's longest greedy answer: 635 tokens
+        chat.expect_exact('demo model')
+        chat.sendintr()
+        chat.expect_exact('(stopped; this turn is not kept)')
+        ask(chat, 'Where is the capital of Zhejiang?', 'Hangzhou')
+        assert all(p.is_running() for p in engine)
+        # Ctrl-C at the prompt leaves; a second one while the engine shuts down leaves at once
+        chat.sendintr()
+        time.sleep(0.2)
+        chat.sendintr()
         chat.expect(pexpect.EOF)
+        assert 'Traceback' not in chat.before, chat.before
     finally:
         chat.close()
-    assert chat.exitstatus == 0
+    assert chat.exitstatus in (0, 130) or chat.signalstatus == 2  # shut down, interrupted, or ended by the second
+    assert settles(lambda: gone(engine), 15)

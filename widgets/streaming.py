@@ -17,6 +17,7 @@ import ipywidgets as widgets
 
 from swiftnb.errors import UsageError
 from swiftnb.settings import describe_error
+from swiftnb.engine.interrupts import stopped
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.widgets.answer import Answer, stream_into
 from swiftnb.widgets.prompt_box import PromptBox
@@ -135,6 +136,9 @@ class StreamingWidget(widgets.VBox):
         """The future's result; an interrupt (Ctrl-C, a kernel interrupt) or a timeout stops the answers too."""
         try:
             return future.result(timeout)
+        except KeyboardInterrupt:  # as the engine's own calls do: aborted before the cell ends, and said so
+            self.stop(wait=True)
+            raise KeyboardInterrupt(stopped('the answer')) from None
         except BaseException:
             if not future.done():
                 self.stop()

@@ -11,6 +11,7 @@ import queue
 import threading
 from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
+from swiftnb.engine.interrupts import ABORT_WAIT_S, shield_children_of_this_thread, stopped
 from swiftnb.errors import EngineClosedError
 
 T = TypeVar('T')
@@ -34,6 +35,7 @@ class EngineLoop:
         self._thread.start()
 
     def _main(self):
+        shield_children_of_this_thread()  # vLLM's processes start from here: a kernel interrupt is not for them
         asyncio.set_event_loop(self.asyncio_loop)
         self.asyncio_loop.run_forever()
 
@@ -55,25 +57,56 @@ class EngineLoop:
             raise EngineClosedError(f'this engine cannot answer: {self.stopped_because}; create a new one')
         return asyncio.run_coroutine_threadsafe(coro, self.asyncio_loop)
 
+    def _submit_noting_end(self, coro: Awaitable[T], on_end: Callable[[], None]) -> concurrent.futures.Future:
+        """submit(), with `on_end()` called on the loop once the coroutine has finished in any way (a cancelled
+        one after its cleanup, the abort of its engine requests, has run)."""
+        async def noting_end():
+            try:
+                return await coro
+            finally:
+                on_end()
+        wrapper = noting_end()
+        try:
+            return self.submit(wrapper)
+        except BaseException:
+            coro.close()  # submit closed the wrapper, which never started it
+            raise
+
     def run(self, coro: Awaitable[T]) -> T:
-        """Run a coroutine on the loop and wait for it (sync code, or a cell)."""
-        future = self.submit(coro)
+        """Run a coroutine on the loop and wait for it (sync code, or a cell).
+
+        An interrupt (Ctrl-C, the kernel's stop button) cancels the task, which aborts its engine requests, waits
+        until it has, and raises a short KeyboardInterrupt: the engine is ready for the next call."""
+        ended = threading.Event()
+        future = self._submit_noting_end(coro, ended.set)
         try:
             return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            ended.wait(ABORT_WAIT_S)
+            raise KeyboardInterrupt(stopped('the call')) from None
         except BaseException:
-            future.cancel()  # Ctrl-C / interrupt: cancel the task, which aborts its engine requests
+            future.cancel()
             raise
 
     async def run_async(self, coro: Awaitable[T]) -> T:
-        """Await a coroutine that must run on the loop, from any loop (or from the loop itself)."""
+        """Await a coroutine that must run on the loop, from any loop (or from the loop itself). Cancelling the
+        caller (ipykernel cancels an awaiting cell on an interrupt) cancels it as run() does."""
         if self.on_loop_thread():
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        caller, ended = asyncio.get_running_loop(), asyncio.Event()
+        future = self._submit_noting_end(coro, lambda: _call_soon(caller, ended.set))
+        try:
+            return await asyncio.wrap_future(future)  # cancelling this cancels `future`
+        except asyncio.CancelledError:
+            await _at_most(ended.wait(), ABORT_WAIT_S)
+            raise asyncio.CancelledError(stopped('the call')) from None
 
     def iterate(self, agen_factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         """Iterate an async generator made on the loop, from sync code.
 
-        Breaking out of the loop (or an exception in the caller) cancels the generator's task.
+        Breaking out of the loop (or an exception in the caller) cancels the generator's task; an interrupt while
+        it waits does as in run().
         """
         items = queue.Queue()
         task = self.submit(self._pump(agen_factory, items.put))
@@ -84,6 +117,14 @@ class EngineLoop:
                     break
                 yield item
             task.result()  # re-raise what ended the generator, if anything did
+        except KeyboardInterrupt:  # _END comes once the generator's requests are aborted
+            task.cancel()
+            try:
+                while items.get(timeout=ABORT_WAIT_S) is not _END:
+                    pass
+            except queue.Empty:
+                pass
+            raise KeyboardInterrupt(stopped('the stream')) from None
         finally:
             task.cancel()
 
@@ -95,7 +136,7 @@ class EngineLoop:
             return
         caller = asyncio.get_running_loop()
         items = asyncio.Queue()
-        task = self.submit(self._pump(agen_factory, lambda x: caller.call_soon_threadsafe(items.put_nowait, x)))
+        task = self.submit(self._pump(agen_factory, lambda x: _call_soon(caller, items.put_nowait, x)))
         try:
             while True:
                 item = await items.get()
@@ -103,6 +144,10 @@ class EngineLoop:
                     break
                 yield item
             await asyncio.wrap_future(task)
+        except asyncio.CancelledError:  # as in run_async()
+            task.cancel()
+            await _at_most(_until_end(items), ABORT_WAIT_S)
+            raise asyncio.CancelledError(stopped('the stream')) from None
         finally:
             task.cancel()
 
@@ -124,3 +169,23 @@ class EngineLoop:
         self.asyncio_loop.call_soon_threadsafe(self.asyncio_loop.stop)
         if not self.on_loop_thread():
             self._thread.join(timeout)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    """callback(*args) on another thread's loop; nothing once that loop has closed (its caller is gone)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass
+
+
+async def _until_end(items: asyncio.Queue) -> None:
+    while await items.get() is not _END:
+        pass
+
+
+async def _at_most(awaitable, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        pass

@@ -44,12 +44,16 @@ class ProgressLine:
     """One updating line for an engine's start (or stop): `stage(name)` by hand, `read_log()` for the stages
     vLLM logs, `done()` for the final line."""
 
-    def __init__(self, what: str, log: Optional[Path] = None):
+    def __init__(self, what: str, log: Optional[Path] = None, plain_lines: bool = True):
+        """`plain_lines`: where output is neither a terminal nor a notebook, print each stage as a line."""
         self.what, self.log = what, log
         self.offset = log.stat().st_size if log is not None and log.exists() else 0
         self.started = self.now = time.monotonic()
         self.stages: list[tuple[str, float]] = []  # (stage, when it began)
         self._handle = self._bar = None
+        # Where no terminal or notebook shows a line that updates (a container's log, CI, nohup, a pipe), each stage
+        # is a plain line of its own on stderr, so that a start of a minute is not a minute of silence.
+        self._plain = False
         if _in_notebook():
             from IPython.display import display
             self._handle = display({'text/plain': self._line()}, raw=True, display_id=True)
@@ -57,6 +61,8 @@ class ProgressLine:
             from tqdm import tqdm
             self._bar = tqdm(total=None, bar_format='{desc} [{elapsed}]', file=sys.stderr, leave=True)
             self._bar.set_description_str(self._line())
+        else:
+            self._plain = plain_lines
 
     def _line(self) -> str:
         stage = self.stages[-1][0] if self.stages else 'starting'
@@ -65,6 +71,8 @@ class ProgressLine:
     def stage(self, name: str) -> None:
         self.stages.append((name, time.monotonic()))
         self.show()
+        if self._plain:
+            print(self._line(), file=sys.stderr, flush=True)
 
     def read_log(self) -> None:
         """Take the stages vLLM logged since the last call."""
@@ -96,8 +104,7 @@ class ProgressLine:
                  for i, (stage, began) in enumerate(self.stages)]
         spent = ', '.join(f'{stage} {seconds:.1f} s' for stage, seconds in times if seconds >= 0.05) \
             if len(times) > 1 else ''  # one stage: the whole time says it
-        self.show(f'{self.what}: {word} in {end - self.started:.1f} s' + (f' ({spent})' if spent else ''))
-        self.close()
+        self._final(f'{self.what}: {word} in {end - self.started:.1f} s' + (f' ({spent})' if spent else ''))
         stages = {}
         for stage, seconds in times:  # a stage vLLM logs twice (the KV cache) counts once, with both times
             stages[stage] = stages.get(stage, 0.0) + seconds
@@ -105,7 +112,12 @@ class ProgressLine:
 
     def failed(self) -> None:
         self.read_log()
-        self.show(f'{self.what}: failed after {time.monotonic() - self.started:.0f} s')
+        self._final(f'{self.what}: failed after {time.monotonic() - self.started:.0f} s')
+
+    def _final(self, line: str) -> None:
+        self.show(line)
+        if self._plain:
+            print(line, file=sys.stderr, flush=True)
         self.close()
 
     def close(self) -> None:

@@ -49,3 +49,6 @@ async def interleave(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[list[
     finally:
         for task in tasks:
             task.cancel()
+        # Until each has aborted its request: a caller that waits for this generator's end (an interrupted
+        # cell) finds the engine with none of them running.
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,6 +9,7 @@ import sys
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
+from swiftnb.engine import interrupts
 from swiftnb.engine.adapter_gate import AdapterGate
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
@@ -154,12 +155,20 @@ class VllmEngine(Engine):
                 self._ray = ray_cluster.Reservation(ranks, device, here_only=not executor)
             progress.stage('spawning the engine process')
             group = self._ray.group if plan is not None and plan[2] else None  # for vLLM's Ray executor
+            before = interrupts.children()
             future = self.loop.submit(self._start(args, self.options, group))
-            while True:
-                try:
-                    llm = future.result(timeout=0.25)
-                    break
-                except concurrent.futures.TimeoutError:
+            with interrupts.noted() as interrupted:
+                while True:
+                    try:
+                        llm = future.result(timeout=0.25)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        pass
+                    if interrupted.is_set():  # the start was stopped: its processes go (they ignore SIGINT)
+                        interrupts.end_started_since(before)
+                        concurrent.futures.wait([future], timeout=60)  # vLLM's start fails once they are gone
+                        raise KeyboardInterrupt(f'the start of the {self.label} was stopped; none of its '
+                                                'processes is left')
                     progress.read_log()
                     progress.show()
         except BaseException as error:

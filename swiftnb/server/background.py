@@ -11,7 +11,7 @@ from typing import Optional, Union
 import uvicorn
 
 from swiftnb.engine.base import Engine
-from swiftnb.errors import UsageError
+from swiftnb.errors import PortError, UsageError
 from swiftnb.model_types import get_default_template_type
 from swiftnb.server.auth import ApiKeyMiddleware
 from swiftnb.server.guard import RequestGuard, default_max_request_bytes
@@ -28,11 +28,16 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise OSError(e.errno, f'cannot serve on {host}:{port}: {e.strerror}; '
-                               'stop what uses that port or pick another (port=0 picks a free one)') from None
+        raise PortError(f'cannot serve on {host}:{port}: {e.strerror}; stop what uses that port or pick another '
+                        '(port=0 picks a free one)') from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """PortError now if the server could not listen there (before an engine loads for a minute to find out)."""
+    _bind(host, port).close()
 
 
 def parse_lora_modules(lora_modules: Union[None, dict, list, tuple]) -> dict:
@@ -76,7 +81,7 @@ class BackgroundServer:
         self.served_model_name = options.served_model_name or engine.model_type
         app = engine.loop.run(_build_app(engine, template, options, self.served_model_name))
         self._guard = app = RequestGuard(app, engine, options.max_request_bytes
-                                         or default_max_request_bytes(engine.max_model_len))
+                                         or default_max_request_bytes(engine.max_model_len), self.served_model_name)
         if options.api_key:
             app = ApiKeyMiddleware(app, options.api_key)
         self._socket = _bind(options.host, options.port)

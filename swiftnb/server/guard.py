@@ -17,6 +17,7 @@ from typing import Optional
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from swiftnb.errors import UnknownModelError
 from swiftnb.server.errors import error_body, error_json
 
 MIB = 1 << 20
@@ -37,8 +38,9 @@ class _Request:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, engine, max_request_bytes: int):
+    def __init__(self, app: ASGIApp, engine, max_request_bytes: int, served_model_name: Optional[str] = None):
         self.app, self.engine, self.max_request_bytes = app, engine, max_request_bytes
+        self.served_model_name = served_model_name
         self.stopping = False
         self._running: set[_Request] = set()
 
@@ -55,7 +57,7 @@ class RequestGuard:
         request = _Request(asyncio.current_task())
         self._running.add(request)
         try:
-            await self.app(scope, receive, self._sender(request, send))
+            await self.app(scope, receive, self._sender(request, send, self._unknown_model))
         except asyncio.CancelledError:
             if not self.stopping:
                 raise  # the client left, or the server is going down: nothing to send
@@ -102,8 +104,17 @@ class RequestGuard:
             return {'type': 'http.request', 'body': body, 'more_body': False}
         return replay, None
 
+    def _unknown_model(self, error: dict) -> None:
+        """vLLM's 404 for a `model` it does not serve ('The model `qwen-7b-chat` does not exist.') in the words the
+        pt server and the engine use, which name what is served, adapters included."""
+        if error.get('code') == 404 and error.get('message', '').startswith('The model `'):
+            try:
+                self.engine.adapter(error['message'].split('`')[1], self.served_model_name)
+            except UnknownModelError as unknown:
+                error['message'], error['param'] = str(unknown), 'model'
+
     @staticmethod
-    def _sender(request: _Request, send: Send) -> Send:
+    def _sender(request: _Request, send: Send, reword) -> Send:
         async def sender(message: Message) -> None:
             if message['type'] == 'http.response.start':
                 request.started = True
@@ -117,7 +128,7 @@ class RequestGuard:
                 if request.error_start is not None:
                     request.error_body += message.get('body', b'')
                     if request.ended:
-                        await _send_openai_error(request.error_start, request.error_body, send)
+                        await _send_openai_error(request.error_start, request.error_body, send, reword)
                     return
             await send(message)
         return sender
@@ -153,15 +164,19 @@ class RequestGuard:
         return len(cut)
 
 
-async def _send_openai_error(start: Message, body: bytes, send: Send) -> None:
+async def _send_openai_error(start: Message, body: bytes, send: Send, reword) -> None:
     """An error answer, in OpenAI's error JSON if it was FastAPI's own `{"detail": ...}`: FastAPI answers some of
-    its errors so without asking the app's handlers (a body that is not UTF-8 JSON: 400), so no handler can."""
+    its errors so without asking the app's handlers (a body that is not UTF-8 JSON: 400), so no handler can.
+    `reword(error)` may change an OpenAI error's fields in place."""
     try:
         answer = json.loads(body)
     except ValueError:
         answer = None
     if isinstance(answer, dict) and set(answer) == {'detail'}:
         body = json.dumps(error_body(start['status'], str(answer['detail']))).encode()
+    elif isinstance(answer, dict) and isinstance(answer.get('error'), dict):
+        reword(answer['error'])
+        body = json.dumps(answer).encode()
     headers = [(k, v) for k, v in start.get('headers', []) if k.lower() != b'content-length']
     await send({**start, 'headers': [*headers, (b'content-length', str(len(body)).encode())]})
     await send({'type': 'http.response.body', 'body': body})

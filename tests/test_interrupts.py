@@ -1,0 +1,209 @@
+"""The kernel's interrupt stops the cell, never the engine, in real kernels (jupyter_client), on both backends and
+with tensor parallel 2: during an engine start, a stream, a batch, an awaited call and stream, a widget's answer,
+a %%chat cell, twice in a row, by signal and by interrupt_request message, and while the kernel's server streams
+to a client. After each, the cell shows a short KeyboardInterrupt (or, for an awaiting cell, ipykernel's
+CancelledError) that says its requests were aborted, the engine runs none, the next cell answers with no new
+engine, and no process was started or lost. A restart of the kernel, and its death, leave no engine process."""
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from conftest import gone, settles
+from kernels import Kernel
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "{'query': 'Where is the capital of Zhejiang?'}"
+LONG = "{'query': 'Tell me a long story.'}"
+
+SETUP = f"""
+from swiftnb import *
+import json, threading, time
+LONG = {{'max_tokens': 1900, 'ignore_eos': True}}  # 4 s of answer here: room to interrupt it
+
+def when_running(path):
+    '''Touch `path` once the engine runs a request (the test interrupts then).'''
+    def watch():
+        while engine.num_running == 0:
+            time.sleep(0.01)
+        open(path, 'w').close()
+    threading.Thread(target=watch, daemon=True).start()
+
+def ask():
+    return inference_vllm(engine, template, [{QUESTION}])[0]['response']
+"""
+
+# (what is interrupted, its cell: FLAG is the file when_running touches, the exception the cell shows)
+DOORS = {
+    'stream': ("when_running(FLAG)\n"
+               f"for d in inference_stream_vllm(engine, template, [{LONG}], generation_config=LONG):\n"
+               "    pass", 'KeyboardInterrupt'),
+    'batch': (f"when_running(FLAG)\ninference_vllm(engine, template, [{LONG}] * 8, generation_config=LONG)",
+              'KeyboardInterrupt'),
+    'await': (f"when_running(FLAG)\nawait inference_vllm_async(engine, template, [{LONG}] * 4, "
+              "generation_config=LONG)", 'CancelledError'),
+    'async stream': ("when_running(FLAG)\n"
+                     f"async for d in inference_stream_vllm_async(engine, template, [{LONG}], generation_config=LONG):"
+                     "\n    pass", 'CancelledError'),
+    'widget': ("from swiftnb.widgets import ChatWidget\n"
+               "chat = ChatWidget(engine, **LONG)\n"
+               "when_running(FLAG)\nchat.send('Tell me a long story.')", 'KeyboardInterrupt'),
+}
+WORDS = 'was stopped and its requests aborted; the engine is ready'
+
+
+def interrupt_when_running(kernel: Kernel, code: str, flag: Path, by: str = 'signal', times: int = 1,
+                           watched: bool = False):
+    """Start the cell, interrupt it once the engine runs its requests; the cell and the interrupt's time.
+    `watched`: an earlier cell called when_running(flag) already."""
+    if not watched:
+        flag.unlink(missing_ok=True)
+    msg = kernel.start(code.replace('FLAG', repr(str(flag))))
+    assert settles(flag.exists, 120), kernel.wait(msg, 1).traceback
+    time.sleep(0.2)  # tokens are flowing
+    at = kernel.interrupt(by)
+    for _ in range(times - 1):
+        time.sleep(0.05)
+        kernel.interrupt(by)
+    return kernel.wait(msg), at
+
+
+def check_short(cell, ename: str, door: str = ''):
+    """The interrupted cell's error: the given kind, saying what happened, as the cell's line and the message
+    (IPython names a file's frame 'File path:line'; a cell's is 'Cell In[n]')."""
+    assert cell.error is not None and cell.error['ename'] == ename, (door, cell.text, cell.traceback)
+    assert WORDS in cell.error['evalue'], cell.traceback
+    assert 'File ' not in cell.traceback and len(cell.traceback.splitlines()) <= 10, cell.traceback
+
+
+def next_answer(kernel: Kernel, at: float) -> float:
+    """The next cell finds no request running and answers; seconds from the interrupt to that answer."""
+    running, answer = json.loads(kernel.output("print(json.dumps([engine.num_running, ask()]))"))
+    assert running == 0 and 'Hangzhou' in answer, (running, answer)
+    return time.time() - at
+
+
+def pids(kernel: Kernel) -> set:
+    return {p.pid for p in kernel.process.children(recursive=True)}
+
+
+def interrupted_start(kernel: Kernel, code: str, ready) -> None:
+    """Interrupt an engine start once `ready(engine processes)`: a short message, and none of them left."""
+    msg = kernel.start(code)
+    assert settles(lambda: ready(kernel.engine_processes()), 120)
+    started = kernel.engine_processes()
+    kernel.interrupt()
+    cell = kernel.wait(msg)
+    assert cell.error['ename'] == 'KeyboardInterrupt' and 'none of its processes is left' in cell.error['evalue']
+    assert 'File ' not in cell.traceback, cell.traceback
+    assert settles(lambda: gone(started), 10)
+
+
+def test_vllm_engine_outlives_every_interrupt(tmp_path):
+    kernel = Kernel()
+    took = {}
+    try:
+        kernel.output(SETUP)
+        interrupted_start(kernel, 'engine = get_vllm_engine(max_model_len=2048)', lambda processes: processes)
+        kernel.output("engine = get_vllm_engine(max_model_len=2048)\n"
+                      "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
+        engine_pids, before = {p.pid for p in kernel.engine_processes()}, pids(kernel)
+        for door, (code, ename) in DOORS.items():
+            by = 'message' if door == 'batch' else 'signal'  # interrupt_mode 'message' signals the group too
+            cell, at = interrupt_when_running(kernel, code, tmp_path / door, by)
+            check_short(cell, ename, door)
+            took[door] = next_answer(kernel, at)
+        # %%chat: the magic's answer follows the engine's defaults, made long here
+        kernel.output("%load_ext swiftnb\ndefaults = engine.generation_config\n"
+                      "engine.generation_config = defaults.model_copy(update=LONG)")
+        kernel.output(f"when_running({str(tmp_path / 'chat')!r})")  # a %%chat cell holds only the message
+        cell, at = interrupt_when_running(kernel, "%%chat\nTell me a long story.", tmp_path / 'chat', watched=True)
+        check_short(cell, 'KeyboardInterrupt')
+        kernel.output("engine.generation_config = defaults")
+        took['%%chat'] = next_answer(kernel, at)
+        # twice in a row: the second lands while the first is being handled, in swiftnb's abort or in IPython's
+        # display of the first (which may then show nothing): the engine does not mind
+        cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'twice', times=2)
+        assert cell.error is None or cell.error['ename'] == 'KeyboardInterrupt', cell.traceback
+        took['twice'] = next_answer(kernel, at)
+        assert pids(kernel) == before  # no process started or lost
+        assert all(psutil.Process(pid).is_running() for pid in engine_pids)
+        print('seconds from the interrupt to the next answer:', json.dumps({k: round(v, 2) for k, v in took.items()}))
+
+        # the kernel's server keeps streaming to its client through an interrupt of a cell, and of the idle kernel
+        url = kernel.output("server = serve(engine, port=0)\nprint(server.url)").strip()
+        chunks = []
+        body = {'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Tell me a long story.'}],
+                'stream': True, 'max_tokens': 1900, 'ignore_eos': True}
+
+        def read():
+            with httpx.stream('POST', url + '/chat/completions', json=body, timeout=120) as response:
+                chunks.extend(line for line in response.iter_lines() if line.startswith('data: {'))
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert settles(lambda: chunks or json.loads(kernel.output('print(engine.num_running)')), 30)
+        msg = kernel.start('time.sleep(30)')
+        time.sleep(0.5)
+        kernel.interrupt()
+        assert kernel.wait(msg).error['ename'] == 'KeyboardInterrupt'
+        kernel.interrupt()  # the kernel is idle now
+        reader.join(120)
+        assert json.loads(chunks[-1][6:])['choices'][0]['finish_reason'] == 'length' and len(chunks) > 1800
+        answer = httpx.post(url + '/chat/completions', timeout=60, json={
+            'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]})
+        assert 'Hangzhou' in answer.json()['choices'][0]['message']['content']
+
+        # a widget answering from its Send button while no cell runs: the interrupt of the idle kernel leaves it
+        kernel.output(f"when_running({str(tmp_path / 'send')!r})\nsent = chat.submit('Tell me another story.')")
+        assert settles((tmp_path / 'send').exists, 30)
+        kernel.interrupt()
+        done = json.loads(kernel.output("print(json.dumps([len(sent.result(60)), engine.num_running]))"))
+        assert done[0] > 3000 and done[1] == 0, done
+
+        # a restart shuts the engine down with the old kernel; no process of it is left
+        kernel.manager.restart_kernel(now=False)
+        assert settles(lambda: not any(psutil.pid_exists(pid) for pid in engine_pids), 30)
+        assert kernel.output('print(1 + 1)').strip() == '2'
+    finally:
+        kernel.shutdown()
+
+
+def test_pt_engine_outlives_every_interrupt(tmp_path):
+    kernel = Kernel()
+    try:
+        kernel.output(SETUP)
+        kernel.output("engine = get_pt_engine(max_model_len=2048)\n"
+                      "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
+        threads = kernel.output("print(sorted(t.name for t in threading.enumerate()))")
+        for door in ('stream', 'batch', 'await', 'widget'):
+            code, ename = DOORS[door]
+            cell, at = interrupt_when_running(kernel, code, tmp_path / door)
+            check_short(cell, ename)
+            next_answer(kernel, at)
+        assert kernel.output("print(sorted(t.name for t in threading.enumerate()))") == threads  # its batch thread
+    finally:
+        kernel.shutdown()
+
+
+def test_tensor_parallel_ranks_outlive_an_interrupt_and_die_with_the_kernel(tmp_path):
+    kernel = Kernel()
+    try:
+        kernel.output(SETUP)
+        start = "engine = get_vllm_engine(max_model_len=2048, tensor_parallel_size=2)"
+        interrupted_start(kernel, start, lambda processes: len(processes) == 3)  # the core and both ranks
+        kernel.output(start + "\ntemplate = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
+        processes = kernel.engine_processes()
+        assert sorted(p.name() for p in processes) == ['VLLM::EngineCore', 'VLLM::Worker_TP0', 'VLLM::Worker_TP1']
+        cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'stream')
+        check_short(cell, 'KeyboardInterrupt')
+        next_answer(kernel, at)
+        assert all(p.is_running() for p in processes)
+        kernel.process.kill()  # the kernel dies (kill -9): its engine's processes die with it
+        assert settles(lambda: gone(processes), 15), [(p.name(), p.status()) for p in processes if p.is_running()]
+    finally:
+        kernel.shutdown()
