@@ -72,7 +72,7 @@ def stop_in_flight(server, engine) -> str:
 
 def deploy_signal(sig) -> str:
     process = subprocess.Popen([sys.executable, '-m', 'swiftnb.cli', 'deploy', '--port', '0'],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # progress: stderr
     url = process.stdout.readline().split(' at ')[1].split()[0]
     children = psutil.Process(process.pid).children(recursive=True)
     streams = [([], []) for _ in range(8)]

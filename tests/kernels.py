@@ -33,7 +33,19 @@ class Kernel:
 
     def engine_processes(self) -> list:
         """The processes vLLM started under the kernel (it names them VLLM::...)."""
-        return [p for p in self.process.children(recursive=True) if p.name().startswith('VLLM')]
+        found = []
+        for process in self.process.children(recursive=True):
+            try:
+                if process.name().startswith('VLLM'):
+                    found.append(process)
+            except psutil.NoSuchProcess:  # ended since the listing
+                pass
+        return found
+
+    def restart(self) -> None:
+        """As the Restart menu does: the old kernel shuts down (at exit it stops its engine), a new one starts."""
+        self.manager.restart_kernel(now=False)
+        self.client.wait_for_ready(timeout=120)
 
     def start(self, code: str) -> str:
         return self.client.execute(code)

@@ -153,7 +153,7 @@ def test_vllm_engine_outlives_every_interrupt(tmp_path):
         assert kernel.wait(msg).error['ename'] == 'KeyboardInterrupt'
         kernel.interrupt()  # the kernel is idle now
         reader.join(120)
-        assert json.loads(chunks[-1][6:])['choices'][0]['finish_reason'] == 'length' and len(chunks) > 1800
+        assert json.loads(chunks[-1][6:])['choices'][0]['finish_reason'] == 'length' and len(chunks) > 1000
         answer = httpx.post(url + '/chat/completions', timeout=60, json={
             'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]})
         assert 'Hangzhou' in answer.json()['choices'][0]['message']['content']
@@ -166,7 +166,7 @@ def test_vllm_engine_outlives_every_interrupt(tmp_path):
         assert done[0] > 3000 and done[1] == 0, done
 
         # a restart shuts the engine down with the old kernel; no process of it is left
-        kernel.manager.restart_kernel(now=False)
+        kernel.restart()
         assert settles(lambda: not any(psutil.pid_exists(pid) for pid in engine_pids), 30)
         assert kernel.output('print(1 + 1)').strip() == '2'
     finally:

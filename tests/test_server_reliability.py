@@ -179,10 +179,12 @@ def _deploy() -> subprocess.Popen:
 
 
 def _serving_url(process: subprocess.Popen) -> str:
-    """The URL a deploy prints once it serves."""
-    line = process.stdout.readline()
-    assert 'serving' in line, line + process.stdout.read()
-    return line.split(' at ')[1].split()[0]
+    """The URL a deploy prints once it serves (after its start's progress lines, which go to the same pipe)."""
+    lines = []
+    while not lines or 'serving' not in lines[-1]:
+        lines.append(process.stdout.readline())
+        assert lines[-1], ''.join(lines)  # the deploy ended before it served
+    return lines[-1].split(' at ')[1].split()[0]
 
 
 @pytest.mark.slow
