@@ -104,6 +104,7 @@ def _record(generation_info: Optional[dict], prepared, choices, start: float) ->
 async def _batch(engine, template, request_list, generation_config, generation_info, lora_request, use_tqdm):
     if not request_list:
         return []
+    await engine.load_lora(lora_request)
     prepared = prepare(engine, template, request_list, settings_for(engine, generation_config), lora_request)
     start = time.perf_counter()
     progress = None
@@ -124,6 +125,7 @@ async def _batch(engine, template, request_list, generation_config, generation_i
 async def _stream(engine, template, request_list, generation_config, generation_info, lora_request):
     if not request_list:
         return
+    await engine.load_lora(lora_request)
     prepared = prepare(engine, template, request_list, settings_for(engine, generation_config), lora_request)
     start = time.perf_counter()
     async for choices in stream_choices(engine, prepared, lora_request):

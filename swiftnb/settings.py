@@ -173,6 +173,8 @@ class GenerationConfig(BaseModel):
     def _check(self):
         if self.stop is not None and not all(self.stop if isinstance(self.stop, list) else [self.stop]):
             raise ValueError('stop: a stop string cannot be empty')
+        if self.top_logprobs is not None and not self.logprobs:  # vLLM's rule, at every door
+            raise ValueError('top_logprobs: only with logprobs=true')
         given = self.model_fields_set
         if self.do_sample is False and 'do_sample' in given and 'temperature' in given and self.temperature > 0:
             warnings.warn(f'do_sample=False with temperature={self.temperature}: the answer is greedy and the '

@@ -254,6 +254,13 @@ ODD_REQUESTS = {
         {'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,iVBORw0KGgo='}}]}]}),
     'stream-options-without-stream': ('chat/completions', {'stream_options': {'include_usage': True}}),
     '1000-stop-strings': ('chat/completions', {'stop': [f'stop{i}' for i in range(1000)], 'max_tokens': 8}),
+    # where the pt server answered otherwise than vLLM's (this week's probe)
+    'role-wizard': ('chat/completions', {'messages': [{'role': 'wizard', 'content': 'Hello!'}]}),
+    'content-null': ('chat/completions', {'messages': [{'role': 'user', 'content': None}]}),
+    'top-logprobs-without-logprobs': ('chat/completions', {'top_logprobs': 2}),
+    'surrogate-in-model': ('chat/completions', {'model': 'tiny\ud800chat'}),
+    'logit-bias-past-the-vocabulary': ('chat/completions', {'logit_bias': {'999999': 5}}),  # pt: no logit_bias
+    'min-tokens-above-max-tokens': ('chat/completions', {'min_tokens': 32, 'max_tokens': 8}),
 }
 
 

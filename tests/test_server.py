@@ -207,6 +207,22 @@ def test_a_broken_adapter_is_refused_at_load_and_nothing_else_changes(server, cl
 
 
 @pytest.mark.parametrize('backend', ['vllm', 'pt'])
+def test_a_cors_preflight_from_an_allowed_origin_is_the_only_request_without_the_key(engine, pt_engine, backend):
+    server = BackgroundServer(engine if backend == 'vllm' else pt_engine, port=0, api_key='sk-test',
+                              allowed_origins=['http://lab.example'])
+    try:
+        preflight = {'Origin': 'http://lab.example', 'Access-Control-Request-Method': 'POST'}
+        allowed = httpx.options(server.url + '/chat/completions', headers=preflight)
+        assert allowed.status_code == 200 and allowed.headers['access-control-allow-origin'] == 'http://lab.example'
+        assert allowed.content in (b'', b'OK')  # Starlette's CORS answers a preflight with 'OK'
+        other = httpx.options(server.url + '/chat/completions', headers={**preflight, 'Origin': 'http://evil.example'})
+        metrics = httpx.options(server.url.removesuffix('/v1') + '/metrics', headers={'Origin': 'http://lab.example'})
+        assert other.status_code == 401 and metrics.status_code == 401 and b'vllm:' not in metrics.content
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize('backend', ['vllm', 'pt'])
 def test_api_key(engine, pt_engine, backend):
     server = BackgroundServer(engine if backend == 'vllm' else pt_engine, port=0, api_key='sk-test')
     root = server.url.removesuffix('/v1')
@@ -221,6 +237,15 @@ def test_api_key(engine, pt_engine, backend):
         assert err.value.status_code == 401
         assert OpenAI(api_key='sk-test', base_url=server.url).models.list().data[0].id == 'tiny-chat'
         assert httpx.get(server.url + '/models', headers={'Authorization': 'bearer sk-test'}).status_code == 200
+        # RFC 7235 as vLLM reads it: the scheme in any case, then one space
+        assert httpx.get(server.url + '/models', headers={'Authorization': 'Bearer  sk-test'}).status_code == 401
+        # every route, every method, without the key: 401 and no body of the route's (OPTIONS /metrics answered
+        # with the whole Prometheus text)
+        paths = list(httpx.get(root + '/openapi.json', headers={'Authorization': 'Bearer sk-test'}).json()['paths'])
+        for path in [p for p in paths if p != '/health'] + ['/metrics', '/metrics/x', '/docs', '/nowhere']:
+            for method in ('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'):
+                answer = httpx.request(method, root + path)
+                assert answer.status_code == 401 and b'vllm:' not in answer.content, (method, path, answer.text[:200])
     finally:
         server.stop()
     with pytest.raises(ValueError, match='api_key is empty'):

@@ -94,11 +94,15 @@ def _check_config(config: dict, where: str, max_lora_rank: Optional[int], base_n
     elif max_lora_rank is not None and rank > max_lora_rank:
         findings.append(Finding(f"{where} has rank {rank}, above this engine's max_lora_rank {max_lora_rank}; "
                                 f'create the engine with max_lora_rank={_vllm_rank(rank)} or more'))
+    if 'lora_alpha' not in config:  # the scale of every update: peft would assume 8, vLLM refuses to guess
+        findings.append(Finding(f"{where}: adapter_config.json has no lora_alpha, the scale its updates were "
+                                'trained with; add it (peft saves it with every adapter)'))
     refusal = _vllm_refusal(config) if vllm else None
     if refusal:
         findings.append(Finding(f'{where}: vLLM refuses it: {refusal} Merge it into the model (swiftnb export '
                                 '--merge_lora true) and load that, or use the pt backend'))
     saved = config.get('modules_to_save') or []
+    saved = saved if isinstance(saved, list) else [saved]
     if saved and not (refusal and 'modules_to_save' in refusal):  # else vLLM's refusal names them
         findings.append(Finding(
             f'{where} trained whole copies of {", ".join(map(str, saved))} (modules_to_save); vLLM applies LoRA '
@@ -125,7 +129,7 @@ def _vllm_refusal(config: dict) -> Optional[str]:
         return None
     try:
         helper.validate_legal(SimpleNamespace(max_lora_rank=float('inf')))
-    except ValueError as error:
+    except Exception as error:  # ValueError for what it refuses; a field of the wrong type fails it otherwise
         return str(error).strip()
     return None
 

@@ -4,6 +4,7 @@ A request's stream is a sequence of `Delta`s (what one step added to one of its 
 `Choice` accumulates them into a whole answer.
 """
 import abc
+import asyncio
 import contextlib
 import itertools
 import uuid
@@ -88,6 +89,8 @@ class Engine(abc.ABC):
         self.asleep: Optional[int] = None  # the sleep level while asleep (engine.sleep), else None
         self.adapters: dict[str, LoRARequest] = {}  # adapters served by name (the server's `model` field)
         self._adapter_reports: dict[LoRARequest, AdapterReport] = {}  # adapters checked: the doctor's findings
+        self._loaded: set[LoRARequest] = set()  # adapters the backend has loaded (load_lora)
+        self._loading = asyncio.Lock()
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
         self._lora_ids = itertools.count(1 << 20)
@@ -100,8 +103,9 @@ class Engine(abc.ABC):
         finishes, instead of a delta per step (vLLM's FINAL_ONLY, as LLM.generate asks; the pt backend streams)."""
 
     @abc.abstractmethod
-    def check_lora(self, lora: Optional[LoRARequest]) -> None:
-        """Raise AdapterError now if this engine cannot serve the adapter (None: the base model)."""
+    async def _load_lora(self, lora: LoRARequest) -> None:
+        """Load the adapter with the backend's own loading code (vLLM's worker, peft), so that what it cannot load
+        is an AdapterError here and never meets a request; runs on the engine loop, once per LoRARequest."""
 
     @property
     @abc.abstractmethod
@@ -126,16 +130,38 @@ class Engine(abc.ABC):
             raise AdapterError(blocking[0].message)
         return self._adapter_reports[lora].config
 
-    def add_lora(self, name: str, path: str) -> LoRARequest:
-        """Register an adapter under a name, for the server and widgets; checked now (what would stop it loading
-        is an AdapterError, what would make its answers differ a warning), loaded on first use."""
+    async def load_lora(self, lora: Optional[LoRARequest]) -> None:
+        """Take an adapter (None: the base model), once: the doctor's checks (adapter_check.py), then the backend
+        loads it with its own code. The rule is not a list of cases: an adapter is accepted only after the code
+        that will serve it has loaded it, and what that code raises is an AdapterError with its reason."""
+        if lora is None or lora in self._loaded:
+            return
+        self._read_adapter(lora)
+        async with self._loading:  # one load at a time: a second request for the same adapter waits for the first
+            if lora not in self._loaded:
+                await self._load_lora(lora)
+                self._loaded.add(lora)
+
+    def check_lora(self, lora: Optional[LoRARequest]) -> None:
+        """load_lora from sync code; on the engine loop only for an adapter already taken (await load_lora there)."""
+        if lora is not None and lora not in self._loaded:
+            self.loop.run(self.load_lora(lora))
+
+    async def add_lora_async(self, name: str, path: str) -> LoRARequest:
+        """add_lora for the engine loop (the server's /v1/load_lora_adapter)."""
         if name in self.adapters or name == self.model_type:
             raise AdapterError(f'the name {name!r} is taken; remove that adapter first or pick another name')
         lora = LoRARequest(name, next(self._lora_ids), str(path))
-        self.check_lora(lora)
+        await self.load_lora(lora)
+        self.adapters[name] = lora
+        return lora
+
+    def add_lora(self, name: str, path: str) -> LoRARequest:
+        """Register an adapter under a name, for the server and widgets, loaded now: what would stop it loading is
+        an AdapterError, what would make its answers differ a warning."""
+        lora = self.loop.run(self.add_lora_async(name, path))
         for finding in self._adapter_reports[lora]:
             warnings.warn(finding.message, stacklevel=2)  # only findings that do not block are left here
-        self.adapters[name] = lora
         return lora
 
     def diagnose_adapter(self, path: str) -> AdapterReport:
@@ -149,8 +175,10 @@ class Engine(abc.ABC):
         return None
 
     def remove_lora(self, name: str) -> None:
-        self.adapter(name)  # an unknown name: the error lists the known ones
-        del self.adapters[name]
+        if name not in self.adapters:  # the base model's name too: it is not an adapter
+            raise UnknownModelError(f'no adapter named {name!r}; this engine serves the adapters '
+                                    f'{", ".join(self.adapters) or "(none)"}')
+        self._loaded.discard(self.adapters.pop(name))
 
     def model_names(self, base_name: Optional[str] = None) -> list[str]:
         """The base model's name, then every adapter's."""

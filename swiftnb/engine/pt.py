@@ -94,9 +94,9 @@ class PtEngine(Engine):
     def num_running(self) -> int:
         return 0 if self.closed else self._scheduler.num_requests
 
-    def check_lora(self, lora: Optional[LoRARequest]) -> None:
-        if lora is not None:
-            self._read_adapter(lora)
+    async def _load_lora(self, lora: LoRARequest) -> None:
+        scheduler = self._scheduler
+        await asyncio.wrap_future(scheduler.call(lambda: scheduler.adapters.load_checked(lora)))
 
     def remove_lora(self, name: str) -> None:
         lora = self.adapters.get(name)
@@ -113,7 +113,7 @@ class PtEngine(Engine):
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None, final_only: bool = False) -> AsyncIterator[Delta]:
         max_tokens = self.admit(prompt_ids, config)
-        self.check_lora(lora)
+        await self.load_lora(lora)
         request = PtRequest(list(prompt_ids), config, lora, max_tokens, asyncio.Queue())
         self._scheduler.submit(request)
         open_choices = config.n

@@ -38,10 +38,33 @@ class PeftAdapters:
                 self.model.load_adapter(lora.lora_path, adapter_name=name, is_trainable=False)
             else:
                 self.model = PeftModel.from_pretrained(self.model, lora.lora_path, adapter_name=name)
-        except (OSError, ValueError, RuntimeError, KeyError) as error:  # peft's own errors for a bad adapter
-            raise AdapterError(f'could not load adapter {lora.lora_name!r} from {lora.lora_path!r}: {error}') from error
+        except Exception as error:  # whatever peft raises for a bad adapter (OSError, ValueError, TypeError, ...)
+            raise AdapterError(f'peft cannot load the adapter at {lora.lora_path!r}: {error}') from error
         self.model.eval()
         return name
+
+    def load_checked(self, lora: LoRARequest) -> None:
+        """Load `lora` and prove that it applies as saved, or refuse it: the weights peft now holds for it are the
+        file's, all of them and nothing else (peft leaves a tensor whose name it does not expect unused, and a
+        module it expected at its initial value, which is no adapter at all), and a forward pass with it runs (a
+        string lora_alpha fails only there)."""
+        import torch
+        from peft import get_peft_model_state_dict
+        from peft.utils import load_peft_weights
+        name = self.name(lora)
+        try:
+            problem = _difference(load_peft_weights(lora.lora_path, device='cpu'),
+                                  get_peft_model_state_dict(self.model, adapter_name=name))
+            if problem is None:
+                device = next(self.model.parameters()).device
+                one = torch.ones((1, 1), dtype=torch.long, device=device)
+                with torch.inference_mode():
+                    self.forward([name], input_ids=one, attention_mask=one)
+        except Exception as error:
+            problem = f'a forward pass with it fails ({type(error).__name__}: {error})'
+        if problem is not None:
+            self.unload(lora)
+            raise AdapterError(f'the adapter at {lora.lora_path!r} does not apply as saved: {problem}')
 
     def unload(self, lora: LoRARequest) -> None:
         """Free an adapter's weights (the caller makes sure no running row uses it)."""
@@ -59,3 +82,17 @@ class PeftAdapters:
         if self._names:
             return self.model(**inputs, adapter_names=names)
         return self.model(**inputs)
+
+
+def _difference(saved: dict, held: dict):
+    """What differs between an adapter's file and the weights peft holds for it (both in the file's names); None
+    where they are the same."""
+    unused, unloaded = sorted(set(saved) - set(held)), sorted(set(held) - set(saved))
+    if unused:
+        return f'{len(unused)} of its tensors are not used ({unused[0]}, ...: not a name peft expects here)'
+    if unloaded:
+        return f'{len(unloaded)} of the weights peft made for it are not in its file ({unloaded[0]}, ...)'
+    changed = [key for key in saved if not (held[key].cpu() == saved[key].to(held[key].dtype)).all()]
+    if changed:
+        return f'{changed[0]} does not hold the saved values'
+    return None

@@ -12,6 +12,7 @@ every decode step is one forward pass for all rows, each with its own adapter
 Torch runs here, off the engine's event loop, so the loop stays free to stream
 the answers to notebooks and HTTP clients while the model computes.
 """
+import concurrent.futures
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class BatchScheduler:
         self.pad_token_id, self.max_num_seqs, self.device = pad_token_id, max_num_seqs, device
         self._deliver = deliver  # takes [(request, list of Deltas or an exception)] once per step
         self._inbox: deque[PtRequest] = deque()
+        self._calls: deque[tuple[Callable[[], object], concurrent.futures.Future]] = deque()
         self._unload: list[LoRARequest] = []
         self._rows: list[Row] = []
         self._batch = PaddedBatch()
@@ -89,6 +91,16 @@ class BatchScheduler:
             self._unload.append(lora)
             self._cond.notify()
 
+    def call(self, function: Callable[[], object]) -> concurrent.futures.Future:
+        """Run `function` on the batch thread between two steps (where the model may change: an adapter loads)."""
+        future = concurrent.futures.Future()
+        with self._cond:
+            if self._stopping:
+                raise EngineClosedError('this engine was shut down; create a new one')
+            self._calls.append((function, future))
+            self._cond.notify()
+        return future
+
     @property
     def num_requests(self) -> int:
         return self._num_requests
@@ -105,15 +117,24 @@ class BatchScheduler:
         with torch.inference_mode():
             while self._next_step():
                 pass
-        self._fail(self._drop(lambda row: True) + list(self._inbox), EngineClosedError('the engine was shut down'))
+        closed = EngineClosedError('the engine was shut down')
+        self._fail(self._drop(lambda row: True) + list(self._inbox), closed)
         self._inbox.clear()
+        for _, future in self._calls:
+            future.set_exception(closed)
 
     def _next_step(self) -> bool:
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping or self._inbox or self._rows or self._unload)
+            self._cond.wait_for(lambda: self._stopping or self._inbox or self._rows or self._unload or self._calls)
             if self._stopping:
                 return False
-            new = self._admit()
+            new, calls = self._admit(), list(self._calls)
+            self._calls.clear()
+        for function, future in calls:
+            try:
+                future.set_result(function())
+            except Exception as error:
+                future.set_exception(error)
         self._count_done(len(self._drop(lambda row: row.request.aborted)))
         self._unload_idle()
         try:

@@ -5,6 +5,7 @@ import gc
 import glob
 import importlib.util
 import os
+import re
 import sys
 from typing import AsyncIterator, Optional
 
@@ -16,7 +17,7 @@ from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.progress import ProgressLine, shown
 from swiftnb.engine.vllm_compat import num_unfinished_requests, reuse_compile_cache
-from swiftnb.errors import EngineStartError, SwiftnbError, UsageError
+from swiftnb.errors import AdapterError, EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
 
@@ -272,28 +273,37 @@ class VllmEngine(Engine):
         if level == 2:  # the weights were dropped: read them again
             await self.llm.collective_rpc('reload_weights')
 
-    def check_lora(self, lora: Optional[LoRARequest]) -> None:
-        self.vllm_lora(lora)
-
     def lora_embeddings(self) -> set:
         from vllm.model_executor.models import ModelRegistry
         config = self.llm.model_config
         model_class, _ = ModelRegistry.resolve_model_cls(config.architectures, config)
         return set(getattr(model_class, 'embedding_modules', None) or ())
 
+    async def _load_lora(self, lora: LoRARequest) -> None:
+        """As `vllm serve`'s /v1/load_lora_adapter does: vLLM's worker parses the PEFT config and loads the weights
+        (AsyncLLM.add_lora), and an adapter it cannot load comes back as an error instead of killing the engine core
+        at its first request (an adapter with no lora_alpha, a string one, no target_modules, a rank of 0 in
+        rank_pattern, weights under peft's in-memory names: measured, each did)."""
+        from vllm.lora.request import LoRARequest as VllmLoRARequest
+        request = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
+        try:
+            await self.llm.add_lora(request)
+        except Exception as error:
+            # vLLM's engine core sends "Call to add_lora method failed: Worker failed with error '<why>', please check
+            # the stack trace above for the root cause": the why is what the user needs
+            why = re.search(r"failed with error '(.*)', please check", str(error), re.S)
+            raise AdapterError(f'vLLM cannot load the adapter at {lora.lora_path!r}: '
+                               f'{why.group(1) if why else _reason(error)}') from None
+        self._vllm_loras[lora] = request
+
     def vllm_lora(self, lora: Optional[LoRARequest]):
-        """vLLM's LoRARequest for an adapter, checked once (not per request)."""
-        if lora is None:
-            return None
-        if lora not in self._vllm_loras:
-            self._read_adapter(lora)
-            from vllm.lora.request import LoRARequest as VllmLoRARequest
-            self._vllm_loras[lora] = VllmLoRARequest(lora.lora_name, lora.lora_int_id, lora.lora_path)
-        return self._vllm_loras[lora]
+        """vLLM's LoRARequest for an adapter this engine has loaded (load_lora); None for the base model."""
+        return None if lora is None else self._vllm_loras[lora]
 
     async def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,
                      request_id: Optional[str] = None, final_only: bool = False) -> AsyncIterator[Delta]:
         params = sampling_params(config, self.admit(prompt_ids, config), delta=not final_only)
+        await self.load_lora(lora)
         generator = self.client.generate({'prompt_token_ids': prompt_ids}, params,
                                          request_id or self.new_request_id(), lora_request=self.vllm_lora(lora))
         async with contextlib.aclosing(generator):  # leaving early aborts the request in vLLM

@@ -7,6 +7,8 @@ directories its options allow (`lora_dirs`).
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from swiftnb.errors import SwiftnbError
+from swiftnb.server.errors import swiftnb_error_json
 from swiftnb.server.options import ServerOptions
 
 
@@ -25,11 +27,17 @@ def add_adapter_routes(app: FastAPI, engine, options: ServerOptions) -> None:
 
     @app.post(paths[0])
     async def load_lora_adapter(body: LoadLoRARequest):
-        options.check_lora_path(body.lora_path)
-        engine.add_lora(body.lora_name, body.lora_path)
+        try:
+            options.check_lora_path(body.lora_path)
+            await engine.add_lora_async(body.lora_name, body.lora_path)  # loaded by the code that will serve it
+        except SwiftnbError as error:  # both apps answer alike (vLLM's handlers would make an AdapterError a 400)
+            return swiftnb_error_json(error)
         return {'message': f"Success: LoRA adapter '{body.lora_name}' added successfully."}
 
     @app.post(paths[1])
     async def unload_lora_adapter(body: UnloadLoRARequest):
-        engine.remove_lora(body.lora_name)
+        try:
+            engine.remove_lora(body.lora_name)
+        except SwiftnbError as error:  # an unknown name (the base model's among them): 404, as vLLM's server
+            return swiftnb_error_json(error)
         return {'message': f"Success: LoRA adapter '{body.lora_name}' removed successfully."}

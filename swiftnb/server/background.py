@@ -83,7 +83,7 @@ class BackgroundServer:
         self._guard = app = RequestGuard(app, engine, options.max_request_bytes
                                          or default_max_request_bytes(engine.max_model_len), self.served_model_name)
         if options.api_key:
-            app = ApiKeyMiddleware(app, options.api_key)
+            app = ApiKeyMiddleware(app, options.api_key, options.allowed_origins)
         self._socket = _bind(options.host, options.port)
         self.host, self.port = options.host, self._socket.getsockname()[1]
         # log_config=None: leave the kernel's logging alone; uvicorn's access lines would flood a cell.

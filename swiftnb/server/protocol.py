@@ -3,7 +3,7 @@ generation settings) with the fields of OpenAI's requests and vLLM's extras arou
 fields are ignored, as OpenAI clients send some; ranges are GenerationConfig's. Responses are the
 `openai` package's own types.
 """
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,13 +22,30 @@ class _Request(GenerationConfig):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
+    # vLLM's extras the pt backend does not apply: refused when given, rather than answered as if they were
+    logit_bias: Optional[dict[str, float]] = None
+    min_tokens: Optional[int] = None
+
+    @field_validator('model')
+    @classmethod
+    def _model_text(cls, model):
+        return model if model is None else _encodable(model)
 
     @field_validator('stop')
     @classmethod
     def _at_most_four(cls, stop):
         if isinstance(stop, list) and len(stop) > 4:  # OpenAI's limit, which vLLM's server keeps too
             raise ValueError(f'at most 4 stop strings, got {len(stop)}')
+        for text in [stop] if isinstance(stop, str) else stop or []:
+            _encodable(text)
         return stop
+
+    @field_validator('logit_bias', 'min_tokens')
+    @classmethod
+    def _not_applied(cls, value, info):
+        if value:
+            raise ValueError(f'{info.field_name} is not applied by the pt backend; serve the model with vLLM for it')
+        return value
 
     @model_validator(mode='after')
     def _stream_options_need_stream(self):
@@ -59,8 +76,14 @@ def _encodable(text: str) -> str:
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra='allow')  # tool_calls, tool_call_id, name: for the chat template
-    role: Literal['system', 'user', 'assistant', 'developer', 'tool']
+    role: str  # as vLLM's server: any role, which the chat template renders (or refuses)
     content: Union[str, list[dict[str, Any]], None] = ''
+
+    @model_validator(mode='after')
+    def _content_or_tool_calls(self):
+        if self.content is None and not (self.role == 'assistant' and getattr(self, 'tool_calls', None)):
+            raise ValueError('content: null only for an assistant message with tool_calls; send text')
+        return self
 
     @field_validator('content')
     @classmethod
