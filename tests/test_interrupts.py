@@ -163,7 +163,7 @@ def test_vllm_engine_outlives_every_interrupt(tmp_path):
         assert settles((tmp_path / 'send').exists, 30)
         kernel.interrupt()
         done = json.loads(kernel.output("print(json.dumps([len(sent.result(60)), engine.num_running]))"))
-        assert done[0] > 3000 and done[1] == 0, done
+        assert done[0] > 1000 and done[1] == 0, done  # the whole answer (1900 tokens), none aborted
 
         # a restart shuts the engine down with the old kernel; no process of it is left
         kernel.restart()

@@ -9,6 +9,7 @@ last exception vLLM logged (the error that the process that failed wrote before 
 the user sees, with the log's path.
 """
 import contextlib
+import os
 import re
 import sys
 import time
@@ -40,6 +41,25 @@ def _in_notebook() -> bool:
     return type(shell).__name__ == 'ZMQInteractiveShell'
 
 
+class _StderrAsNow:
+    """Lines to where stderr goes now, also while an engine's start points fd 2 at vLLM's log (logs.quiet_fds, on
+    the loop's thread): a duplicate of the descriptor, taken before."""
+
+    def __init__(self):
+        try:
+            self.file = os.fdopen(os.dup(sys.stderr.fileno()), 'w')
+        except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured): as it is
+            self.file = None
+
+    def write(self, line: str) -> None:
+        print(line, file=self.file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 class ProgressLine:
     """One updating line for an engine's start (or stop): `stage(name)` by hand, `read_log()` for the stages
     vLLM logs, `done()` for the final line."""
@@ -53,7 +73,7 @@ class ProgressLine:
         self._handle = self._bar = None
         # Where no terminal or notebook shows a line that updates (a container's log, CI, nohup, a pipe), each stage
         # is a plain line of its own on stderr, so that a start of a minute is not a minute of silence.
-        self._plain = False
+        self._plain = None
         if _in_notebook():
             from IPython.display import display
             self._handle = display({'text/plain': self._line()}, raw=True, display_id=True)
@@ -61,8 +81,8 @@ class ProgressLine:
             from tqdm import tqdm
             self._bar = tqdm(total=None, bar_format='{desc} [{elapsed}]', file=sys.stderr, leave=True)
             self._bar.set_description_str(self._line())
-        else:
-            self._plain = plain_lines
+        elif plain_lines:
+            self._plain = _StderrAsNow()
 
     def _line(self) -> str:
         stage = self.stages[-1][0] if self.stages else 'starting'
@@ -72,7 +92,7 @@ class ProgressLine:
         self.stages.append((name, time.monotonic()))
         self.show()
         if self._plain:
-            print(self._line(), file=sys.stderr, flush=True)
+            self._plain.write(self._line())
 
     def read_log(self) -> None:
         """Take the stages vLLM logged since the last call."""
@@ -117,7 +137,8 @@ class ProgressLine:
     def _final(self, line: str) -> None:
         self.show(line)
         if self._plain:
-            print(line, file=sys.stderr, flush=True)
+            self._plain.write(line)
+            self._plain.close()
         self.close()
 
     def close(self) -> None:

@@ -51,10 +51,17 @@ class PeftAdapters:
         import torch
         from peft import get_peft_model_state_dict
         from peft.utils import load_peft_weights
+        from peft.utils.constants import EMBEDDING_LAYER_NAMES
         name = self.name(lora)
         try:
-            problem = _difference(load_peft_weights(lora.lora_path, device='cpu'),
-                                  get_peft_model_state_dict(self.model, adapter_name=name))
+            saved = load_peft_weights(lora.lora_path, device='cpu')
+            # Whole embedding layers are in the file where training resized the vocabulary: then they are compared
+            # too. Told, not guessed: peft's 'auto' asks the Hub for the base model's config (and warns in the cell
+            # where it cannot reach it).
+            held = get_peft_model_state_dict(self.model, adapter_name=name, save_embedding_layers=False)
+            if any(any(layer in key for layer in EMBEDDING_LAYER_NAMES) for key in set(saved) - set(held)):
+                held = get_peft_model_state_dict(self.model, adapter_name=name, save_embedding_layers=True)
+            problem = _difference(saved, held)
             if problem is None:
                 device = next(self.model.parameters()).device
                 one = torch.ones((1, 1), dtype=torch.long, device=device)
