@@ -261,6 +261,8 @@ ODD_REQUESTS = {
     'surrogate-in-model': ('chat/completions', {'model': 'tiny\ud800chat'}),
     'logit-bias-past-the-vocabulary': ('chat/completions', {'logit_bias': {'999999': 5}}),  # pt: no logit_bias
     'min-tokens-above-max-tokens': ('chat/completions', {'min_tokens': 32, 'max_tokens': 8}),
+    'surrogate-in-stop': ('chat/completions', {'stop': ['a\ud800']}),
+    'surrogate-in-stop-streamed': ('completions', {'prompt': 'Hello', 'stop': '\udc00', 'stream': True}),
 }
 
 
@@ -269,6 +271,9 @@ ODD_REQUESTS = {
 # alone asks for two copies of one greedy answer: 400, as vLLM gives for n=2 with temperature 0. vLLM's server
 # reads only temperature/top_p/top_k there and samples at temperature 1.
 ON_PURPOSE = {'n-2-default-temperature': 400}
+# vLLM's server hands a stop string with a lone surrogate to its engine core, whose encoder fails: a 500 (a stream:
+# an error event after a 200). swiftnb's request guard answers 400 first, on both backends.
+ON_PURPOSE.update({'surrogate-in-stop': 400, 'surrogate-in-stop-streamed': 400})
 
 
 def _post(http: httpx.Client, base: str, path: str, body: dict) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 It wraps both apps (vLLM's and the pt one), inside the API key check:
 - a body over `max_request_bytes` gets 413 before it is read (a 10 MB body would otherwise be parsed,
   rendered and tokenised while the loop that streams everyone's answers waits);
+- a stop string with a lone surrogate gets 400 (vLLM's engine core cannot take it: a 500 on vLLM's server);
 - a dead engine gets 503 with why it died and how to restart, on every route (/health included), and so does
   a sleeping one (engine.sleep()), with how to wake it;
 - an error FastAPI answers itself as `{"detail": ...}` goes out in OpenAI's error JSON, as every other does;
@@ -13,6 +14,7 @@ It wraps both apps (vLLM's and the pt one), inside the API key check:
 """
 import asyncio
 import json
+import re
 from typing import Optional
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,8 +51,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(scope)
-        if refusal is None and b'content-length' not in dict(scope['headers']) and scope['method'] != 'GET':
-            receive, refusal = await self._read_chunked(receive)
+        if refusal is None and scope['method'] not in ('GET', 'HEAD', 'OPTIONS'):
+            receive, refusal = await self._read_body(receive)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -83,8 +85,9 @@ class RequestGuard:
         return error_json(413, f'the request body has {size}, more than this server takes ({self.max_request_bytes} '
                                'bytes); send a shorter one or start the server with a larger max_request_bytes')
 
-    async def _read_chunked(self, receive: Receive):
-        """A body sent without a length, read here up to the limit: (a receive that replays it, a refusal or None)."""
+    async def _read_body(self, receive: Receive):
+        """The body, read here up to the limit (one sent without a length is checked as it comes): (a receive that
+        replays it, a refusal or None)."""
         body, more = b'', True
         while more:
             message = await receive()
@@ -94,6 +97,7 @@ class RequestGuard:
             more = message.get('more_body', False)
             if len(body) > self.max_request_bytes:
                 return receive, self._too_large('more bytes')
+        refusal = _lone_surrogate_in_stop(body)
         replayed = False
 
         async def replay() -> Message:
@@ -102,7 +106,7 @@ class RequestGuard:
                 return await receive()
             replayed = True
             return {'type': 'http.request', 'body': body, 'more_body': False}
-        return replay, None
+        return replay, refusal
 
     def _unknown_model(self, error: dict) -> None:
         """vLLM's 404 for a `model` it does not serve ('The model `qwen-7b-chat` does not exist.') in the words the
@@ -162,6 +166,34 @@ class RequestGuard:
         while self._running:  # each ends itself (RequestGuard.__call__), sending its last bytes
             await asyncio.sleep(0.01)
         return len(cut)
+
+
+_SURROGATE = re.compile(rb'\\u[dD][89a-fA-F]')  # a surrogate's escape: in JSON's text only as such
+
+
+def _lone_surrogate_in_stop(body: bytes):
+    """A 400 for a stop string that is not text (a lone surrogate, which JSON's escapes allow), or None. vLLM's
+    server passes it to its engine core, whose message encoding fails: a 500 with no message, on both servers of
+    vLLM's. Bodies without a surrogate escape (nearly all) are not parsed."""
+    if not _SURROGATE.search(body):
+        return None
+    try:
+        stop = json.loads(body).get('stop')
+    except (ValueError, AttributeError):
+        return None  # not a JSON object: the app says what is wrong with it
+    for text in [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []:
+        if isinstance(text, str) and not _is_text(text):
+            return error_json(400, f'stop string {text!r} is not valid Unicode text (it holds a lone surrogate); '
+                                   'send text whose surrogates come in pairs', 'stop')
+    return None
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode('utf-8')
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 async def _send_openai_error(start: Message, body: bytes, send: Send, reword) -> None:
