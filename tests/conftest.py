@@ -18,6 +18,26 @@ from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, ge
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
 
+# `make test` runs two pytest-xdist workers: most of a test here is one core's work (an engine's start: imports,
+# process spawns, compiling; a kernel's start; a browser), so two at once use the machine's two cores. They take
+# whole groups: a file's tests stay together, so its module fixtures (servers, engines, kernels) start once, and the
+# tests that listen on the seed's port 8000 are one group, so two never listen at once.
+ON_PORT_8000 = ('tests/test_client.py', 'tests/test_cli.py::test_seed_generation_model_examples',
+                'notebooks/03_deployment.ipynb', 'notebooks/04_multi_lora_deployment.ipynb',
+                'notebooks/08_structured_outputs_and_tools.ipynb')
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling with these groups for scopes. (Its own --dist loadgroup renames each test by its
+    group through a node attribute that pytest 9.2 no longer reads, and so groups nothing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return 'port-8000' if nodeid.startswith(ON_PORT_8000) else nodeid.split('::')[0]
+    return ByGroup(config, log)
+
+
 @pytest.fixture(scope='session')
 def engine():
     engine = get_vllm_engine(**SESSION_ENGINE_ARGS)
@@ -154,3 +174,5 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
