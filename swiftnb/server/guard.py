@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swiftnb.errors import UnknownModelError
 from swiftnb.server.errors import error_body, error_json
+from swiftnb.server.protocol import encodable
 
 MIB = 1 << 20
 
@@ -181,19 +182,15 @@ def _lone_surrogate_in_stop(body: bytes):
         stop = json.loads(body).get('stop')
     except (ValueError, AttributeError):
         return None  # not a JSON object: the app says what is wrong with it
-    for text in [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []:
-        if isinstance(text, str) and not _is_text(text):
+    texts = [stop] if isinstance(stop, str) else [text for text in stop if isinstance(text, str)] \
+        if isinstance(stop, list) else []
+    for text in texts:
+        try:
+            encodable(text)  # the pt server's rule for text, one for both apps
+        except ValueError:
             return error_json(400, f'stop string {text!r} is not valid Unicode text (it holds a lone surrogate); '
                                    'send text whose surrogates come in pairs', 'stop')
     return None
-
-
-def _is_text(text: str) -> bool:
-    try:
-        text.encode('utf-8')
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 async def _send_openai_error(start: Message, body: bytes, send: Send, reword) -> None:

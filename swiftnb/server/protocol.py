@@ -29,7 +29,7 @@ class _Request(GenerationConfig):
     @field_validator('model')
     @classmethod
     def _model_text(cls, model):
-        return model if model is None else _encodable(model)
+        return model if model is None else encodable(model)
 
     @field_validator('stop')
     @classmethod
@@ -63,7 +63,7 @@ class _Request(GenerationConfig):
         return GenerationConfig(**self.settings()).apply(defaults)
 
 
-def _encodable(text: str) -> str:
+def encodable(text: str) -> str:
     """Text the tokenizer can take: a lone surrogate (JSON allows "\\ud800") is not UTF-8."""
     try:
         text.encode('utf-8')
@@ -89,7 +89,7 @@ class ChatMessage(BaseModel):
         for part in [content] if isinstance(content, str) else content or []:
             if isinstance(part, dict) and part.get('type', 'text') != 'text':
                 raise ValueError(f"{part.get('type')!r} content needs a multimodal model; this model takes text")
-            _encodable(part if isinstance(part, str) else str(part.get('text', '')))
+            encodable(part if isinstance(part, str) else str(part.get('text', '')))
         return content
 
 
@@ -117,7 +117,7 @@ class CompletionRequest(_Request):
     def _text(cls, prompt):
         for text in [prompt] if isinstance(prompt, str) else prompt:
             if isinstance(text, str):
-                _encodable(text)
+                encodable(text)
         return prompt
 
     def settings(self) -> dict:
