@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from swiftnb import settings
 from swiftnb.engine import registry
+from swiftnb.engine.interrupts import stopped
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.redraw import Redraws
 from swiftnb.server import background
@@ -220,11 +221,18 @@ class SwiftnbMagics(Magics):
             self.history = []
         request = [{'query': cell.strip(), 'history': self.history, 'system': args.system}]
         handle, redraws, result = display(Markdown(''), display_id=True), Redraws(), None
-        for results in inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,
-                                             generation_config=settings.from_flags(args), lora_request=lora):
-            result = results[0]
-            if redraws.due():
-                handle.update(Markdown(result['response']))
+        stream = inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,
+                                       generation_config=settings.from_flags(args), lora_request=lora)
+        try:
+            for results in stream:
+                result = results[0]
+                if redraws.due():
+                    handle.update(Markdown(result['response']))
+        except KeyboardInterrupt as interrupt:  # in the redraw, between two parts: the stream did not see it
+            stream.close()  # aborts the answer's request and waits for that
+            if interrupt.args:  # the stream's own, which says so
+                raise
+            raise KeyboardInterrupt(stopped('the answer')) from None
         handle.update(Markdown(result['response']))  # the final text, whatever the last redraw showed
         self.history = result['history']
         return ChatReply(result['response'])

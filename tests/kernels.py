@@ -12,7 +12,8 @@ _COLOR = re.compile(r'\x1b\[[0-9;]*m')
 
 
 class Cell:
-    """What one execution showed: its printed text, and its error (ename, evalue, traceback lines) if any."""
+    """What one execution showed: its printed text, its error (ename, evalue, traceback lines) if any, and when the
+    kernel ended it."""
 
     def __init__(self):
         self.text, self.error, self.ended_at = '', None, None
@@ -64,7 +65,7 @@ class Kernel:
             elif kind == 'error':
                 cell.error = content
             elif kind == 'status' and content['execution_state'] == 'idle':
-                cell.ended_at = time.time()
+                cell.ended_at = msg['header']['date'].timestamp()  # the kernel's time: this process may read it late
         return cell
 
     def run(self, code: str, timeout: float = 300) -> Cell:

@@ -5,6 +5,7 @@ to a client. After each, the cell shows a short KeyboardInterrupt (or, for an aw
 CancelledError) that says its requests were aborted, the engine runs none, the next cell answers with no new
 engine, and no process was started or lost. A restart of the kernel, and its death, leave no engine process."""
 import json
+import queue
 import threading
 import time
 from pathlib import Path
@@ -38,45 +39,58 @@ def ask():
     return inference_vllm(engine, template, [{QUESTION}])[0]['response']
 """
 
-# (what is interrupted, its cell: FLAG is the file when_running touches, the exception the cell shows)
+# (what is interrupted, its cell: FLAG is the file when_running touches, the exception the cell shows). Each cell
+# makes its call again until it is interrupted: under load the test process itself may wait long for a CPU after
+# it saw the flag (measured beside two busy loops: 37 s, nine answers), and a cell whose answer ended by then would
+# end with no error. An interrupt that is lost still fails the test: the cell then never ends.
+AGAIN = 'while True:\n'
 DOORS = {
-    'stream': ("when_running(FLAG)\n"
-               f"for d in inference_stream_vllm(engine, template, [{LONG}], generation_config=LONG):\n"
-               "    pass", 'KeyboardInterrupt'),
-    'batch': (f"when_running(FLAG)\ninference_vllm(engine, template, [{LONG}] * 8, generation_config=LONG)",
+    'stream': ("when_running(FLAG)\n" + AGAIN +
+               f"    for d in inference_stream_vllm(engine, template, [{LONG}], generation_config=LONG):\n"
+               "        pass", 'KeyboardInterrupt'),
+    'batch': (f"when_running(FLAG)\n{AGAIN}    inference_vllm(engine, template, [{LONG}] * 8, generation_config=LONG)",
               'KeyboardInterrupt'),
-    'await': (f"when_running(FLAG)\nawait inference_vllm_async(engine, template, [{LONG}] * 4, "
+    'await': (f"when_running(FLAG)\n{AGAIN}    await inference_vllm_async(engine, template, [{LONG}] * 4, "
               "generation_config=LONG)", 'CancelledError'),
-    'async stream': ("when_running(FLAG)\n"
-                     f"async for d in inference_stream_vllm_async(engine, template, [{LONG}], generation_config=LONG):"
-                     "\n    pass", 'CancelledError'),
+    'async stream': ("when_running(FLAG)\n" + AGAIN +
+                     f"    async for d in inference_stream_vllm_async(engine, template, [{LONG}], "
+                     "generation_config=LONG):\n        pass", 'CancelledError'),
     'widget': ("from swiftnb.widgets import ChatWidget\n"
                "chat = ChatWidget(engine, **LONG)\n"
-               "when_running(FLAG)\nchat.send('Tell me a long story.')", 'KeyboardInterrupt'),
+               f"when_running(FLAG)\n{AGAIN}    chat.send('Tell me a long story.')", 'KeyboardInterrupt'),
+    # a %%chat cell is, once IPython has read it, this call (its message is the cell's text); its answer follows
+    # the engine's defaults, made long here
+    '%%chat': ("engine.generation_config = defaults.model_copy(update=LONG)\n"
+               f"when_running(FLAG)\n{AGAIN}    get_ipython().run_cell_magic('chat', '', 'Tell me a long story.')",
+               'KeyboardInterrupt'),
 }
 WORDS = 'was stopped and its requests aborted; the engine is ready'
 
 
-def interrupt_when_running(kernel: Kernel, code: str, flag: Path, by: str = 'signal', times: int = 1,
-                           watched: bool = False):
-    """Start the cell, interrupt it once the engine runs its requests; the cell and the interrupt's time.
-    `watched`: an earlier cell called when_running(flag) already."""
-    if not watched:
-        flag.unlink(missing_ok=True)
-    msg = kernel.start(code.replace('FLAG', repr(str(flag))))
+def interrupt_when_running(kernel: Kernel, code: str, flag: Path, by: str = 'signal', times: int = 1):
+    """Start the cell, interrupt it once the engine runs its requests; the cell and the interrupt's time."""
+    msg, started = kernel.start(code.replace('FLAG', repr(str(flag)))), time.time()
     assert settles(flag.exists, 120), kernel.wait(msg, 1).traceback
     time.sleep(0.2)  # tokens are flowing
     at = kernel.interrupt(by)
     for _ in range(times - 1):
         time.sleep(0.05)
         kernel.interrupt(by)
-    return kernel.wait(msg), at
+    try:
+        cell = kernel.wait(msg, timeout=120)
+    except queue.Empty:
+        pytest.fail(f'the interrupt was lost: the cell still runs 120 s after it\n{code}')
+    cell.interrupted_at, cell.started_at = at, started
+    return cell, at
 
 
 def check_short(cell, ename: str, door: str = ''):
     """The interrupted cell's error: the given kind, saying what happened, as the cell's line and the message
     (IPython names a file's frame 'File path:line'; a cell's is 'Cell In[n]')."""
-    assert cell.error is not None and cell.error['ename'] == ename, (door, cell.text, cell.traceback)
+    timing = getattr(cell, 'interrupted_at', None) and {  # a cell that ended before the interrupt: the test was late
+        'interrupted after': round(cell.interrupted_at - cell.started_at, 2),
+        'cell ended after': round(cell.ended_at - cell.started_at, 2)}
+    assert cell.error is not None and cell.error['ename'] == ename, (door, timing, cell.text, cell.traceback)
     assert WORDS in cell.error['evalue'], cell.traceback
     assert 'File ' not in cell.traceback and len(cell.traceback.splitlines()) <= 10, cell.traceback
 
@@ -113,19 +127,20 @@ def test_vllm_engine_outlives_every_interrupt(tmp_path):
         kernel.output("engine = get_vllm_engine(max_model_len=2048)\n"
                       "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
         engine_pids, before = {p.pid for p in kernel.engine_processes()}, pids(kernel)
+        kernel.output("%load_ext swiftnb\ndefaults = engine.generation_config")
         for door, (code, ename) in DOORS.items():
             by = 'message' if door == 'batch' else 'signal'  # interrupt_mode 'message' signals the group too
             cell, at = interrupt_when_running(kernel, code, tmp_path / door, by)
             check_short(cell, ename, door)
+            kernel.output("engine.generation_config = defaults")  # as it was before the %%chat door
             took[door] = next_answer(kernel, at)
-        # %%chat: the magic's answer follows the engine's defaults, made long here
-        kernel.output("%load_ext swiftnb\ndefaults = engine.generation_config\n"
-                      "engine.generation_config = defaults.model_copy(update=LONG)")
-        kernel.output(f"when_running({str(tmp_path / 'chat')!r})")  # a %%chat cell holds only the message
-        cell, at = interrupt_when_running(kernel, "%%chat\nTell me a long story.", tmp_path / 'chat', watched=True)
-        check_short(cell, 'KeyboardInterrupt')
-        kernel.output("engine.generation_config = defaults")
-        took['%%chat'] = next_answer(kernel, at)
+        # an interrupt in the cell's own code between two parts of a stream (a slow loop body): the cell's own
+        # KeyboardInterrupt, and the stream's requests are aborted before the cell ends
+        cell, at = interrupt_when_running(kernel, "when_running(FLAG)\n" + AGAIN +
+                                          f"    for d in inference_stream_vllm(engine, template, [{LONG}], "
+                                          "generation_config=LONG):\n        time.sleep(0.05)", tmp_path / 'own')
+        assert cell.error['ename'] == 'KeyboardInterrupt', cell.traceback
+        took['own code'] = next_answer(kernel, at)
         # twice in a row: the second lands while the first is being handled, in swiftnb's abort or in IPython's
         # display of the first (which may then show nothing): the engine does not mind
         cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'twice', times=2)

@@ -117,16 +117,23 @@ class EngineLoop:
                     break
                 yield item
             task.result()  # re-raise what ended the generator, if anything did
-        except KeyboardInterrupt:  # _END comes once the generator's requests are aborted
-            task.cancel()
-            try:
-                while items.get(timeout=ABORT_WAIT_S) is not _END:
-                    pass
-            except queue.Empty:
-                pass
+        except KeyboardInterrupt:
+            self._cancel_until_end(task, items)
             raise KeyboardInterrupt(stopped('the stream')) from None
+        except GeneratorExit:  # the caller stopped iterating (a break; an error or an interrupt in its own code
+            self._cancel_until_end(task, items)  # between two items): its requests are aborted before it goes on
+            raise
         finally:
             task.cancel()
+
+    def _cancel_until_end(self, task: concurrent.futures.Future, items: queue.Queue) -> None:
+        """Cancel an iteration's task and wait for its _END, which comes once its engine requests are aborted."""
+        task.cancel()
+        try:
+            while self.running and items.get(timeout=ABORT_WAIT_S) is not _END:
+                pass
+        except queue.Empty:
+            pass
 
     async def aiterate(self, agen_factory: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Iterate an async generator made on the loop, from another loop (e.g. a cell's)."""

@@ -37,6 +37,7 @@ class PtRequest:
     max_tokens: int
     outbox: object  # where its deltas go; the scheduler's `deliver` knows what to do with it
     aborted: bool = False
+    done: bool = False  # no longer counted as running: finished, failed or aborted
     open_rows: int = 0
     prompt_logprobs: Optional[list] = None  # computed at prefill when the config asks for them
 
@@ -82,7 +83,9 @@ class BatchScheduler:
             self._cond.notify()
 
     def abort(self, request: PtRequest) -> None:
-        request.aborted = True  # the batch thread drops its rows before the next step
+        """No longer running from now on (as vLLM's abort); the batch thread drops its rows before the next step."""
+        request.aborted = True
+        self._count_done([request])
         with self._cond:
             self._cond.notify()
 
@@ -135,7 +138,7 @@ class BatchScheduler:
                 future.set_result(function())
             except Exception as error:
                 future.set_exception(error)
-        self._count_done(len(self._drop(lambda row: row.request.aborted)))
+        self._drop(lambda row: row.request.aborted)  # counted done when aborted
         self._unload_idle()
         try:
             if new:
@@ -151,7 +154,6 @@ class BatchScheduler:
         while self._inbox and (self._inbox[0].config.n <= room or not (self._rows or new)):
             request = self._inbox.popleft()
             if request.aborted:
-                self._count_done(1)
                 continue
             room -= request.config.n
             new.append(request)
@@ -262,7 +264,7 @@ class BatchScheduler:
             request = self._rows[i].request
             request.open_rows -= 1
             if not request.open_rows:
-                self._count_done(1)
+                self._count_done([request])
         self._keep([i for i in range(len(self._rows)) if i not in finished])
 
     def _keep(self, indices: list[int]) -> None:
@@ -281,9 +283,13 @@ class BatchScheduler:
 
     def _post_errors(self, failed: list[tuple[PtRequest, BaseException]]) -> None:
         if failed:
-            self._count_done(len(failed))
+            self._count_done([request for request, _ in failed])
             self._deliver(failed)
 
-    def _count_done(self, number: int) -> None:
-        with self._cond:  # submit() counts up from other threads
-            self._num_requests -= number
+    def _count_done(self, requests: list[PtRequest]) -> None:
+        """These requests no longer run; each counts once (an aborted one may finish in the step it was aborted in)."""
+        with self._cond:  # submit() counts up and abort() down from other threads
+            for request in requests:
+                if not request.done:
+                    request.done = True
+                    self._num_requests -= 1
