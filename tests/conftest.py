@@ -18,13 +18,39 @@ from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, ge
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
 
-# `make test` runs two pytest-xdist workers: most of a test here is one core's work (an engine's start: imports,
-# process spawns, compiling; a kernel's start; a browser), so two at once use the machine's two cores. They take
-# whole groups: a file's tests stay together, so its module fixtures (servers, engines, kernels) start once, and the
-# tests that listen on the seed's port 8000 are one group, so two never listen at once.
+# `make test TEST_WORKERS=2` runs two pytest-xdist workers: most of a test here is one core's work (an engine's
+# start: imports, process spawns, compiling; a kernel's start; a browser), so two at once use the machine's two
+# cores. They take whole groups: a file's tests stay together, so its module fixtures (servers, engines, kernels)
+# start once, and the tests that listen on the seed's port 8000 are one group, so two never listen at once.
 ON_PORT_8000 = ('tests/test_client.py', 'tests/test_cli.py::test_seed_generation_model_examples',
                 'notebooks/03_deployment.ipynb', 'notebooks/04_multi_lora_deployment.ipynb',
                 'notebooks/08_structured_outputs_and_tools.ipynb')
+# The longest groups go first, so that no long one is left for the end while the other worker idles (xdist's own
+# order is by number of tests, which put these last).
+LONGEST_FIRST = ('port-8000', 'tests/test_interrupts.py', 'tests/test_kernel.py', 'tests/test_server_reliability.py',
+                 'tests/test_openai_clients.py', 'tests/test_cli.py', 'tests/test_seed_examples.py')
+
+
+def group_of(nodeid: str) -> str:
+    return 'port-8000' if nodeid.startswith(ON_PORT_8000) else nodeid.split('::')[0]
+
+
+def pytest_configure(config):
+    if hasattr(config, 'workerinput'):
+        # A worker and what it starts (engines, kernels, servers) are a scheduling group of their own: Linux's
+        # autogroup shares the CPU between sessions, and a test waiting on a timer in the session of the other
+        # worker's busy engine got no CPU for tens of seconds (measured: 37 s, beside two busy loops).
+        with contextlib.suppress(OSError):  # already a session's leader
+            os.setsid()
+    config.option.loadscopereorder = False  # xdist keeps the order below
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker (whose collection the scheduler follows), the longest groups first (a stable sort: each
+    file's own order stays)."""
+    if hasattr(config, 'workerinput'):
+        rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -34,7 +60,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByGroup(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return 'port-8000' if nodeid.startswith(ON_PORT_8000) else nodeid.split('::')[0]
+            return group_of(nodeid)
     return ByGroup(config, log)
 
 

@@ -116,6 +116,30 @@ def test_the_load_route_refuses_them_with_the_reason_and_keeps_serving(engine, p
         server.stop()
 
 
+def test_a_load_peft_fails_leaves_no_layer_of_it_in_the_pt_model(tmp_path):
+    """peft puts an adapter's layers into the model before it loads the weights and leaves them when that fails;
+    left in, each later adapter's check found them among its weights and refused it (seen with another test
+    order: every pt adapter test failed). On a plain model (the first adapter) and on a PeftModel (a later one)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoModelForCausalLM
+    from swiftnb import DEMO_MODEL_DIR
+    from swiftnb.engine.pt_lora import PeftAdapters
+
+    def stray(adapters) -> set:
+        held = {name for module in adapters.model.modules() if isinstance(module, BaseTunerLayer)
+                for name in module.lora_A.keys()}
+        return held - set(adapters._names.values())
+
+    adapters = PeftAdapters(AutoModelForCausalLM.from_pretrained(DEMO_MODEL_DIR))
+    shapes = broken_copy(tmp_path / 'truncated', tensors_change=_change_tensors([('truncate', 3)]))
+    for n in range(2):  # the plain model, then a PeftModel holding kakarot
+        with pytest.raises(AdapterError, match='peft cannot load'):
+            adapters.load_checked(LoRARequest(f'truncated-{n}', 10 + n, str(shapes)))
+        assert stray(adapters) == set()
+        adapters.load_checked(LoRARequest(f'kakarot-{n}', 20 + n, str(KAKAROT)))  # a good one still loads and checks
+        assert stray(adapters) == set()
+
+
 # Random corruptions: a config value deleted or replaced, tensors renamed, dropped, transposed or cast.
 CONFIG_KEYS = ['r', 'lora_alpha', 'target_modules', 'rank_pattern', 'alpha_pattern', 'use_dora', 'use_rslora',
                'bias', 'peft_type', 'task_type', 'layers_to_transform', 'fan_in_fan_out', 'modules_to_save']

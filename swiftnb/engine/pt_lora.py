@@ -39,9 +39,31 @@ class PeftAdapters:
             else:
                 self.model = PeftModel.from_pretrained(self.model, lora.lora_path, adapter_name=name)
         except Exception as error:  # whatever peft raises for a bad adapter (OSError, ValueError, TypeError, ...)
+            self._forget(name)
             raise AdapterError(f'peft cannot load the adapter at {lora.lora_path!r}: {error}') from error
         self.model.eval()
         return name
+
+    def _forget(self, name: str) -> None:
+        """Take out what a load that failed left: peft puts an adapter's layers into the model before it loads the
+        weights, and leaves them there when that fails (a PeftModel's first adapter: in the plain model itself,
+        whose every later adapter then held them too, and was refused for it)."""
+        from peft import PeftModel
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        if isinstance(self.model, PeftModel):
+            self.model.peft_config.pop(name, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # "Adapter ... was active which is now deleted"
+                for module in self.model.modules():
+                    if isinstance(module, BaseTunerLayer):
+                        module.delete_adapter(name)
+            return
+        for parent in list(self.model.modules()):  # the plain model: no tuner layer belongs in it
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, BaseTunerLayer):
+                    setattr(parent, child_name, child.get_base_layer())
+        if hasattr(self.model, 'peft_config'):
+            del self.model.peft_config
 
     def load_checked(self, lora: LoRARequest) -> None:
         """Load `lora` and prove that it applies as saved, or refuse it: the weights peft now holds for it are the
