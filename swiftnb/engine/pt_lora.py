@@ -50,13 +50,9 @@ class PeftAdapters:
         later adapter then held them too, and was refused for it."""
         from peft import PeftModel
         from peft.tuners.tuners_utils import BaseTunerLayer
-        if isinstance(self.model, PeftModel):
-            self.model.peft_config.pop(name, None)
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # "Adapter ... was active which is now deleted"
-                for module in self.model.modules():
-                    if isinstance(module, BaseTunerLayer):
-                        module.delete_adapter(name)
+        if isinstance(self.model, PeftModel):  # a later adapter: peft registered it, and deletes it as any other
+            if name in self.model.peft_config:
+                self._delete(name)
             return
         for parent in list(self.model.modules()):  # the plain model: no tuner layer belongs in it
             for child_name, child in list(parent.named_children()):
@@ -101,11 +97,15 @@ class PeftAdapters:
         if name is None:
             return
         if self._names:
-            with warnings.catch_warnings():  # rows pick their adapters; peft's "active" one is not used
-                warnings.filterwarnings('ignore', message='Adapter .* was active which is now deleted')
-                self.model.delete_adapter(name)
+            self._delete(name)
         else:  # the last one: back to the plain model, as a PeftModel left with no adapter breaks in
             self.model = self.model.unload()  # forward (it looks the deleted adapter's config up)
+
+    def _delete(self, name: str) -> None:
+        """One adapter out of the PeftModel, the others kept."""
+        with warnings.catch_warnings():  # rows pick their adapters; peft's "active" one is not used
+            warnings.filterwarnings('ignore', message='Adapter .* was active which is now deleted')
+            self.model.delete_adapter(name)
 
     def forward(self, names: list[str], **inputs):
         if self._names:

@@ -182,9 +182,9 @@ def _lone_surrogate_in_stop(body: bytes):
         stop = json.loads(body).get('stop')
     except (ValueError, AttributeError):
         return None  # not a JSON object: the app says what is wrong with it
-    texts = [stop] if isinstance(stop, str) else [text for text in stop if isinstance(text, str)] \
-        if isinstance(stop, list) else []
-    for text in texts:
+    for text in [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []:
+        if not isinstance(text, str):
+            continue
         try:
             encodable(text)  # the pt server's rule for text, one for both apps
         except ValueError:
