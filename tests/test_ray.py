@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from browser import free_port
-from conftest import SESSION_ENGINE_ARGS, settles
+from conftest import SESSION_ENGINE_ARGS, demo_lora, settles
 from swiftnb import DEMO_MODEL_DIR, EngineStartError, UsageError, get_vllm_engine, inference_vllm
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm import VllmEngine
@@ -109,17 +109,22 @@ def test_ranks_are_reserved_across_both_nodes_and_released(cluster):
 
 
 def test_an_engine_of_mp_ranks_holds_them_in_the_cluster_until_shutdown(cluster, engine, template):
-    """ray_address with the mp executor: tensor parallel 2 runs on this machine, its two CPUs held in the cluster."""
-    expected = inference_vllm(engine, template, QUESTIONS)
+    """ray_address with the mp executor: tensor parallel 2 runs on this machine, its two CPUs held in the cluster;
+    its ranks answer as one rank does, with and without a LoRA adapter across them."""
+    expected = [inference_vllm(engine, template, QUESTIONS, lora_request=lora) for lora in (None, demo_lora('kakarot'))]
     before = {p.pid for p in engine_processes()}
     ranks = VllmEngine('tiny-chat', str(DEMO_MODEL_DIR), VllmOptions(
-        tensor_parallel_size=2, distributed_executor_backend='mp', ray_address=cluster['address']))
+        tensor_parallel_size=2, distributed_executor_backend='mp', ray_address=cluster['address'],
+        enable_lora=True, max_loras=2))
     processes = [p for p in engine_processes() if p.pid not in before]
     try:
+        assert sorted(p.name() for p in processes) == ['VLLM::EngineCore', 'VLLM::Worker_TP0', 'VLLM::Worker_TP1']
         assert ranks.layout == 'tensor parallel 2 (2 ranks on 1 Ray node)'
+        assert repr(ranks).startswith('<VllmEngine tiny-chat (vllm, live, tensor parallel 2 (2 ranks on 1 Ray node))')
         assert ray.available_resources().get('CPU', 0) == 1
-        assert [r['response'] for r in inference_vllm(ranks, template, QUESTIONS)] == \
-            [r['response'] for r in expected]
+        for lora, answered in zip((None, demo_lora('kakarot')), expected):
+            assert [r['response'] for r in inference_vllm(ranks, template, QUESTIONS, lora_request=lora)] == \
+                [r['response'] for r in answered]
         group = ranks._ray.group
     finally:
         ranks.shutdown()
