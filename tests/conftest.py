@@ -110,12 +110,40 @@ def demo_lora(name: str) -> LoRARequest:
     return LoRARequest(name, list(DEMO_ADAPTERS).index(name) + 1, str(DEMO_ADAPTERS[name]))
 
 
+CAPITAL = [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]
+LONG_STREAM = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
+
+
+def stream_lines(url: str, into: list, body=LONG_STREAM, stamps: list = None) -> None:
+    """A streamed answer's lines into `into` as they come (and the time of each into `stamps`)."""
+    with httpx.stream('POST', url + '/chat/completions', json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line:
+                into.append(line)
+                if stamps is not None:
+                    stamps.append(time.monotonic())
+
+
+def streams_in_flight(url: str, count: int = 8) -> tuple[list, list]:
+    """`count` long streams, each once it has sent a few lines: (their lines, their threads)."""
+    import threading
+    streams = [[] for _ in range(count)]
+    threads = [threading.Thread(target=stream_lines, args=(url, lines)) for lines in streams]
+    for thread in threads:
+        thread.start()
+    assert settles(lambda: all(len(lines) > 3 for lines in streams), 60)
+    return streams, threads
+
+
+def ended_with_an_error_event(streams) -> bool:
+    """Each stream ended as a server that stops ends it: an OpenAI error event, then `data: [DONE]`."""
+    return all(lines[-1] == 'data: [DONE]' and 'error' in lines[-2] for lines in streams)
+
+
 def leave_mid_stream(url: str, engine) -> None:
     """Read five lines of a long streamed answer and leave: the request runs until then, and is aborted in the
     engine after (vLLM's serving layer and the pt app abort a request whose client went away)."""
-    body = {'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}],
-            'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
-    with httpx.stream('POST', url + '/chat/completions', json=body, timeout=60) as r:
+    with httpx.stream('POST', url + '/chat/completions', json=LONG_STREAM, timeout=60) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i == 5:
                 assert engine.num_running == 1

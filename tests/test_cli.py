@@ -1,6 +1,6 @@
 """`swiftnb deploy` as the seed runs `swift deploy`: a LoRA checkpoint serves its base model and the
-adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly; on
-either backend."""
+adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly, streams in flight
+included; on either backend."""
 import argparse
 import re
 import runpy
@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
+from conftest import ended_with_an_error_event, streams_in_flight
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -31,7 +33,9 @@ def start(args: list) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.mark.parametrize('backend', ['vllm', 'pt'])
-def test_deploy_a_lora_checkpoint_then_ctrl_c(backend):
+def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
+    """Ctrl-C stops the deploy within 10 seconds, ending each stream in flight with an error event and [DONE], and
+    no engine process is left (SIGTERM and SIGKILL: test_server_reliability)."""
     proc, url = start(['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0', '--infer_backend', backend,
                        '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}'])
     try:
@@ -45,9 +49,15 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c(backend):
         metrics = httpx.get(url.removesuffix('/v1') + '/metrics').text  # vLLM's stats on, as in `vllm serve`
         assert re.search(r'vllm:generation_tokens_total\{[^}]*model_name="tiny-chat"[^}]*\} [1-9]', metrics), metrics
         children = psutil.Process(proc.pid).children(recursive=True)
+        streams, threads = streams_in_flight(url)
+        started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
-        assert proc.stdout.read().strip().splitlines() == ['swiftnb: stopping', 'swiftnb: stopped']
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 10
+        for thread in threads:
+            thread.join()
+        assert ended_with_an_error_event(streams)
+        assert proc.stdout.read().strip().splitlines() == ['swiftnb: stopping', 'swiftnb: stopped (8 requests cut off)']
         psutil.wait_procs(children, timeout=30)
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     finally:

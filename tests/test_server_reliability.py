@@ -12,12 +12,10 @@ import httpx
 import psutil
 import pytest
 
-from conftest import engine_processes, settles
+from conftest import (CAPITAL, LONG_STREAM, ended_with_an_error_event, engine_processes, settles, stream_lines,
+                      streams_in_flight)
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 from swiftnb.server import BackgroundServer
-
-CAPITAL = [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]
-LONG_STREAM = {'model': 'tiny-chat', 'messages': CAPITAL, 'stream': True, 'max_tokens': 1500, 'ignore_eos': True}
 
 
 @pytest.fixture(params=['vllm', 'pt'])
@@ -32,20 +30,11 @@ def _answer(server) -> str:
     return resp.json()['choices'][0]['message']['content']
 
 
-def _stream_lines(url: str, into: list, body=LONG_STREAM, stamps: list = None) -> None:
-    with httpx.stream('POST', url + '/chat/completions', json=body, timeout=60) as r:
-        for line in r.iter_lines():
-            if line:
-                into.append(line)
-                if stamps is not None:
-                    stamps.append(time.monotonic())
-
-
 def test_a_huge_body_is_refused_at_once_while_a_stream_keeps_flowing(serving_engine):
     server = BackgroundServer(serving_engine, port=0)
     try:
         lines, stamps = [], []
-        streaming = threading.Thread(target=_stream_lines, args=(server.url, lines, LONG_STREAM, stamps))
+        streaming = threading.Thread(target=stream_lines, args=(server.url, lines, LONG_STREAM, stamps))
         streaming.start()
         assert settles(lambda: len(lines) > 5, 30)
         big = json.dumps({'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'a b ' * 2_500_000}]})
@@ -119,11 +108,7 @@ def test_cors_is_off_unless_origins_are_given_and_models_show_no_paths(serving_e
 
 def test_stop_ends_streams_in_flight_with_an_error_event_and_done(serving_engine):
     server = BackgroundServer(serving_engine, port=0)
-    streams = [[] for _ in range(8)]
-    threads = [threading.Thread(target=_stream_lines, args=(server.url, lines)) for lines in streams]
-    for thread in threads:
-        thread.start()
-    assert settles(lambda: all(len(lines) > 3 for lines in streams), 60)
+    streams, threads = streams_in_flight(server.url)
     stopping = threading.Thread(target=server.stop, kwargs={'grace': 1.5})
     started = time.monotonic()
     stopping.start()
@@ -188,41 +173,32 @@ def _serving_url(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
-def test_deploy_stops_within_10_seconds_ending_its_streams():
-    """SIGTERM (docker stop, systemd) and SIGINT (Ctrl-C) each stop a deploy at once. The two deploys start
-    together (the engine's start is most of the time) and are stopped in turn."""
-    deploys = {sig: _deploy() for sig in (signal.SIGTERM, signal.SIGINT)}
+def test_a_deploy_stops_on_sigterm_within_10_seconds_and_a_killed_one_takes_its_engine_along():
+    """SIGTERM (docker stop, systemd) stops a deploy at once, ending its streams (Ctrl-C: test_cli); SIGKILL leaves
+    no engine process behind. The two deploys start together (the engine's start is most of the time)."""
+    stopped, killed = _deploy(), _deploy()
     try:
-        for sig, process in deploys.items():
-            url = _serving_url(process)
-            streams = [[] for _ in range(8)]
-            threads = [threading.Thread(target=_stream_lines, args=(url, lines)) for lines in streams]
-            for thread in threads:
-                thread.start()
-            assert settles(lambda: all(len(lines) > 3 for lines in streams), 60)
-            started = time.monotonic()
-            process.send_signal(sig)
-            assert process.wait(10) == 0, sig
-            assert time.monotonic() - started < 10
-            for thread in threads:
-                thread.join()
-            assert all(lines[-1] == 'data: [DONE]' and 'error' in lines[-2] for lines in streams)
-            assert 'swiftnb: stopped (8 requests cut off)' in process.stdout.read()
+        url = _serving_url(stopped)
+        streams, threads = streams_in_flight(url)
+        started = time.monotonic()
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(10) == 0
+        assert time.monotonic() - started < 10
+        for thread in threads:
+            thread.join()
+        assert ended_with_an_error_event(streams)
+        assert 'swiftnb: stopped (8 requests cut off)' in stopped.stdout.read()
+
+        _serving_url(killed)
+        children = psutil.Process(killed.pid).children(recursive=True)
+        assert any('EngineCore' in child.name() for child in children)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        assert settles(lambda: all(_gone(child) for child in children), 10), \
+            [(c.pid, c.name()) for c in children if not _gone(c)]
     finally:
-        for process in deploys.values():
+        for process in (stopped, killed):
             process.kill()
-
-
-@pytest.mark.slow
-def test_engine_processes_die_with_a_killed_deploy():
-    process = _deploy()
-    _serving_url(process)
-    children = psutil.Process(process.pid).children(recursive=True)
-    assert any('EngineCore' in child.name() for child in children)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert settles(lambda: all(_gone(child) for child in children), 10), \
-        [(c.pid, c.name()) for c in children if not _gone(c)]
 
 
 def _gone(process: psutil.Process) -> bool:
