@@ -1,6 +1,7 @@
 """`make bench` on a CUDA machine: each GPU row against its peer in the same run, as one table.
 
-    python bench/gpu_run.py [--rows start sleep batch serving apps] [--sizes 0.5b 1.5b] [--seconds 20] [--waves 1]
+    python bench/gpu_run.py [--rows start sleep batch serving apps] [--sizes 0.5b 1.5b] [--vocab 151936]
+                            [--seconds 20] [--waves 1]
                             [--concurrency 1 16 64 256] [--reps 2] [--profile [C ...]] [--batch_prompts 1024]
                             [--batch_stats] [--engine_args NAME=VALUE ...] [--out DIR]
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from random_model import random_qwen2, random_words  # noqa: E402
+from random_model import VOCAB, random_qwen2, random_words  # noqa: E402
 
 SHARED = {'gpu_memory_utilization': 0.4}  # two engines on one card
 BATCH = dict(prompt_tokens=128, new_tokens=256, reps=3)
@@ -114,7 +115,7 @@ def batch_row(model_dir: Path, prompts: int, out: list, engine_args: dict, stats
 
 def serving_rows(model_dir: Path, args, out: list, save) -> None:
     import bench_serving
-    first = model_dir.parent.name == args.sizes[0]  # profiled once: what comes back from the machine is limited
+    first = model_dir == next(iter(args.models.values()))  # profiled once: what comes back from the machine is limited
     profile = Path(args.out) / f'profile-{model_dir.parent.name}' if args.profile is not None and first else None
 
     def keep(row):  # each concurrency's row is saved after every pair of runs, replacing what it had so far
@@ -192,6 +193,8 @@ def main():
     parser.add_argument('--engine_args', nargs='*', type=engine_arg, default=[], metavar='NAME=VALUE',
                         help='vLLM engine arguments of both sides in the batch and serving rows, beside '
                              f'{SHARED} (e.g. tensor_parallel_size=2)')
+    parser.add_argument('--vocab', type=int, default=VOCAB,
+                        help="the random models' vocabulary (1280, the demo model's: short steps, the front end shows)")
     parser.add_argument('--seconds', type=float, default=20)
     parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 16, 64, 256])
     parser.add_argument('--reps', type=int, default=2)
@@ -208,8 +211,9 @@ def main():
               f'`python bench/gpu_run.py {" ".join(sys.argv[1:])}`')
     print(header, flush=True)
     folder = Path(tempfile.mkdtemp(prefix='swiftnb-gpu-bench-'))
-    models = {size: random_qwen2(folder / size, size)[0] for size in args.sizes} \
-        if set(args.rows) - {'start'} else {}
+    named = {size: size if args.vocab == VOCAB else f'{size}-vocab{args.vocab}' for size in args.sizes}
+    models = args.models = {size: random_qwen2(folder / named[size], size, vocab=args.vocab)[0]
+                            for size in args.sizes} if set(args.rows) - {'start'} else {}
     out = []
     Path(args.out).mkdir(parents=True, exist_ok=True)
 

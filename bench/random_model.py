@@ -53,18 +53,21 @@ def random_words(tokenizer, n: int, seed: int = 0) -> str:
     """n random words of the word tokenizer's, as text (n tokens when encoded)."""
     import random
     rng = random.Random(seed)
-    return tokenizer.decode([rng.randrange(256 + 26, VOCAB - 3) for _ in range(n)])
+    return tokenizer.decode([rng.randrange(256 + 26, len(tokenizer) - 3) for _ in range(n)])
 
 
-def random_qwen2(folder: Path, size: str = '0.5b', tokenizer: str = 'words', adapters=()) -> tuple[Path, dict]:
+def random_qwen2(folder: Path, size: str = '0.5b', tokenizer: str = 'words', adapters=(),
+                 vocab: int = VOCAB) -> tuple[Path, dict]:
     """A Qwen2 of `size` with random weights (bf16) in folder/model, and random LoRA adapters (r=8 on q/v/o)
-    named `adapters`, each in folder/NAME; (model dir, {name: adapter dir})."""
+    named `adapters`, each in folder/NAME; (model dir, {name: adapter dir}). `vocab`: the word tokenizer's size
+    and the model's (1280, the demo model's, makes each step short, so that the front end's share shows)."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
     from swiftnb import DEMO_MODEL_DIR
     folder = Path(folder)
     torch.manual_seed(0)
-    config = Qwen2Config(**QWEN2[size], **COMMON)
+    config = Qwen2Config(**QWEN2[size], **{**COMMON, 'vocab_size': vocab, 'bos_token_id': vocab - 2,
+                                           'eos_token_id': vocab - 1, 'pad_token_id': vocab - 3})
     model = Qwen2ForCausalLM(config)
     model.to(torch.bfloat16).save_pretrained(folder / 'model')
     tokens = word_tokenizer(config.vocab_size) if tokenizer == 'words' else AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
