@@ -352,25 +352,34 @@ class GatedClient:
                     yield output
 
 
-def sampling_params(config: GenerationConfig, max_tokens: int, delta: bool = True):
-    """vLLM's SamplingParams for one request; `max_tokens` is already fitted to the context."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-    structured = config.structured
-    return SamplingParams(
+def vllm_sampling(config: GenerationConfig) -> dict:
+    """The settings under vLLM's SamplingParams names (greedy is temperature 0; top_k 0 is every token): the one
+    conversion, for each request's SamplingParams (below) and for the defaults of vLLM's serving layer
+    (server/vllm_app.vllm_defaults)."""
+    return dict(
         n=config.n,
         temperature=0.0 if config.greedy else config.temperature,
-        top_k=config.top_k if config.top_k > 0 else 0,
+        top_k=max(config.top_k, 0),
         top_p=config.top_p,
         repetition_penalty=config.repetition_penalty,
         presence_penalty=config.presence_penalty,
         frequency_penalty=config.frequency_penalty,
         seed=config.seed,
         stop=([config.stop] if isinstance(config.stop, str) else config.stop) or None,
-        max_tokens=max_tokens,
         logprobs=config.num_logprobs,
         prompt_logprobs=config.prompt_logprobs,
         ignore_eos=config.ignore_eos,
+    )
+
+
+def sampling_params(config: GenerationConfig, max_tokens: int, delta: bool = True):
+    """vLLM's SamplingParams for one request; `max_tokens` is already fitted to the context."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    structured = config.structured
+    return SamplingParams(
+        **vllm_sampling(config),
+        max_tokens=max_tokens,
         structured_outputs=StructuredOutputsParams(**structured.to_vllm_dict()) if structured else None,
         output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
     )

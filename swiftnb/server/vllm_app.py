@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from fastapi import FastAPI
 from vllm.utils.gc_utils import freeze_gc_heap
 
-from swiftnb.engine.vllm import VllmEngine
+from swiftnb.engine.vllm import VllmEngine, vllm_sampling
 from swiftnb.engine.vllm_compat import server_parts
 from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.openapi import declare_responses
@@ -125,10 +125,10 @@ class EngineDefaults(Mapping):
 
 
 def vllm_defaults(config: GenerationConfig) -> dict:
-    """The dict vLLM's serving classes keep as `default_sampling_params`."""
-    defaults = {'temperature': 0.0 if config.greedy else config.temperature, 'top_p': config.top_p,
-                'top_k': max(config.top_k, 0), 'repetition_penalty': config.repetition_penalty,
-                'presence_penalty': config.presence_penalty, 'frequency_penalty': config.frequency_penalty}
+    """The dict vLLM's serving classes keep as `default_sampling_params`: the served fields (SERVED_DEFAULTS; do_sample
+    is in the temperature) as each request's SamplingParams has them."""
+    sampling = vllm_sampling(config)
+    defaults = {name: sampling[name] for name in SERVED_DEFAULTS if name in sampling}
     if config.max_tokens is not None:
         defaults['max_tokens'] = config.max_tokens
     return defaults
