@@ -102,10 +102,18 @@ class PeftAdapters:
             self.model = self.model.unload()  # forward (it looks the deleted adapter's config up)
 
     def _delete(self, name: str) -> None:
-        """One adapter out of the PeftModel, the others kept."""
+        """One adapter out of the PeftModel, the others kept. peft wraps a module that an adapter trains whole
+        (`modules_to_save`, e.g. lm_head) and keeps the wrapper when the adapter goes; one with no adapter left
+        sends every later adapter's rows to a copy it does not have (KeyError of the adapter's name: after a refused
+        adapter that named lm_head, every pt adapter was refused), so the wrapped module goes back in its place."""
+        from peft.utils.other import AuxiliaryTrainingWrapper
         with warnings.catch_warnings():  # rows pick their adapters; peft's "active" one is not used
             warnings.filterwarnings('ignore', message='Adapter .* was active which is now deleted')
             self.model.delete_adapter(name)
+        for parent in list(self.model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, AuxiliaryTrainingWrapper) and not child._adapters:  # peft's set of its adapters
+                    setattr(parent, child_name, child.original_module)
 
     def forward(self, names: list[str], **inputs):
         if self._names:
