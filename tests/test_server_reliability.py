@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import (CAPITAL, LONG_STREAM, ended_with_an_error_event, engine_processes, settles, stream_lines,
+from conftest import (CAPITAL, LONG_STREAM, engine_processes, settles, stop_with_streams_in_flight, stream_lines,
                       streams_in_flight)
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 from swiftnb.server import BackgroundServer
@@ -178,15 +178,7 @@ def test_a_deploy_stops_on_sigterm_within_10_seconds_and_a_killed_one_takes_its_
     no engine process behind. The two deploys start together (the engine's start is most of the time)."""
     stopped, killed = _deploy(), _deploy()
     try:
-        url = _serving_url(stopped)
-        streams, threads = streams_in_flight(url)
-        started = time.monotonic()
-        stopped.send_signal(signal.SIGTERM)
-        assert stopped.wait(10) == 0
-        assert time.monotonic() - started < 10
-        for thread in threads:
-            thread.join()
-        assert ended_with_an_error_event(streams)
+        stop_with_streams_in_flight(stopped, _serving_url(stopped), signal.SIGTERM)
         assert 'swiftnb: stopped (8 requests cut off)' in stopped.stdout.read()
 
         _serving_url(killed)
