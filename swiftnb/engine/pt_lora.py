@@ -54,10 +54,8 @@ class PeftAdapters:
             if name in self.model.peft_config:
                 self._delete(name)
             return
-        for parent in list(self.model.modules()):  # the plain model: no tuner layer belongs in it
-            for child_name, child in list(parent.named_children()):
-                if isinstance(child, BaseTunerLayer):
-                    setattr(parent, child_name, child.get_base_layer())
+        # the plain model: no tuner layer belongs in it
+        _unwrap(self.model, lambda child: child.get_base_layer() if isinstance(child, BaseTunerLayer) else None)
         if hasattr(self.model, 'peft_config'):
             del self.model.peft_config
 
@@ -110,15 +108,22 @@ class PeftAdapters:
         with warnings.catch_warnings():  # rows pick their adapters; peft's "active" one is not used
             warnings.filterwarnings('ignore', message='Adapter .* was active which is now deleted')
             self.model.delete_adapter(name)
-        for parent in list(self.model.modules()):
-            for child_name, child in list(parent.named_children()):
-                if isinstance(child, AuxiliaryTrainingWrapper) and not child._adapters:  # peft's set of its adapters
-                    setattr(parent, child_name, child.original_module)
+        _unwrap(self.model, lambda child: child.original_module  # `_adapters`: peft's set of the wrapper's adapters
+                if isinstance(child, AuxiliaryTrainingWrapper) and not child._adapters else None)
 
     def forward(self, names: list[str], **inputs):
         if self._names:
             return self.model(**inputs, adapter_names=names)
         return self.model(**inputs)
+
+
+def _unwrap(model, inner) -> None:
+    """Each module of `model` for which `inner(module)` gives a module is replaced by that one, in its parent."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            replacement = inner(child)
+            if replacement is not None:
+                setattr(parent, child_name, replacement)
 
 
 def _difference(saved: dict, held: dict):
