@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Optional
 
-from swiftnb import get_template, get_vllm_engine, inference_stream_vllm_async
+from swiftnb import get_vllm_engine, inference_stream_vllm_async
 
 from bench_batch import bench_queries
 
@@ -55,7 +55,7 @@ async def theirs(engine, template, queries, new_tokens) -> list[list[float]]:
 def measure(streams: int = 16, new_tokens: int = 128, reps: int = 3, model: Optional[str] = None) -> dict:
     """{'swiftnb': {...}, 'vllm': {...}} with the medians over reps of ttft_ms and itl_ms."""
     engine = get_vllm_engine(model_id_or_path=model)
-    template = get_template('auto', engine.hf_tokenizer)
+    template = engine.template
     queries = bench_queries(streams)
 
     def run(name) -> dict:

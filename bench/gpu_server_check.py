@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from openai import BadRequestError, OpenAI
 
-from swiftnb import DEMO_ADAPTERS, UsageError, get_template, get_vllm_engine, inference_vllm, serve
+from swiftnb import DEMO_ADAPTERS, UsageError, get_vllm_engine, inference_vllm, serve
 
 WEATHER_TOOL = {'type': 'function', 'function': {
     'name': 'get_weather', 'description': 'Get the current weather in a city.',
@@ -37,7 +37,7 @@ WEATHER = 'What is the weather in Hangzhou?'
 
 def checks(engine, client, root) -> dict:
     """{name: a function that returns whether the check held}."""
-    template = get_template('auto', engine.hf_tokenizer)
+    template = engine.template
 
     def chat(content, **kw):
         return client.chat.completions.create(model='tiny-chat', messages=[{'role': 'user', 'content': content}],

@@ -94,13 +94,13 @@ def _generation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def infer(args) -> int:
-    from swiftnb import dataset_infer, get_template
+    from swiftnb import dataset_infer
     from swiftnb.terminal_chat import TerminalChat
     dataset = args.val_dataset or (_dataset_from_config(args.ckpt_dir) if args.load_dataset_config else None)
     rows = dataset_infer.read_rows(dataset, args.show_dataset_sample) if dataset else None  # checked first
     engine, loras = build_engine(args)
     try:
-        template = get_template('auto', engine.hf_tokenizer)
+        template = engine.template
         config = settings.from_flags(args).apply(engine.generation_config)
         lora = engine.add_lora(DEFAULT_LORA_NAME, loras[DEFAULT_LORA_NAME]) if DEFAULT_LORA_NAME in loras else None
         if rows is None:

@@ -82,9 +82,8 @@ def divergence(engine: Engine, query: str, adapter, base: Optional[str] = None, 
     """Where `adapter` (a name the engine serves, a LoRARequest, or a folder) departs from the base model on
     `query`: both greedy answers, each token's log-prob under both variants, the first token where they split
     and the mean log-prob difference. Works on an engine of either backend; shows as coloured tokens in a cell."""
-    from swiftnb.template import get_template
     with engine.adapter_for_call(adapter, 'divergence') as lora:
-        template = template or get_template('auto', engine.hf_tokenizer)
+        template = template or engine.template
         prompt = template.encode(query)
         engine.check_prompt(prompt, 'the prompt')
         variants = {lora.lora_name: lora, base or 'base': None}

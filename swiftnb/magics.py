@@ -43,9 +43,8 @@ def _parsers():
     main = _Parser(prog='%swiftnb', description='swiftnb magics; %%chat and %%compare are cell magics')
     sub = main.add_subparsers(dest='command', required=True, parser_class=_Parser)
     engine = sub.add_parser('engine', help='create or reuse the kernel\'s engine (as get_vllm_engine does)')
-    model = engine.add_mutually_exclusive_group()
-    model.add_argument('--model_type')
-    model.add_argument('--model', help='a local model directory or hub id')
+    engine.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
+    engine.add_argument('--model', help='a local model directory or hub id (with --model_type: its weights)')
     engine.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm')
     engine.add_argument('--enable_lora', action='store_true')
     engine.add_argument('--max_model_len', type=int)
@@ -214,14 +213,14 @@ class SwiftnbMagics(Magics):
 
     def _chat(self, args, cell):
         from IPython.display import Markdown, display
-        from swiftnb import get_template, inference_stream_vllm
+        from swiftnb import inference_stream_vllm
         engine = self._engine_or_say()
         lora = engine.adapter(args.lora)
         if args.new:
             self.history = []
         request = [{'query': cell.strip(), 'history': self.history, 'system': args.system}]
         handle, redraws, result = display(Markdown(''), display_id=True), Redraws(), None
-        stream = inference_stream_vllm(engine, get_template('auto', engine.hf_tokenizer), request,
+        stream = inference_stream_vllm(engine, engine.template, request,
                                        generation_config=settings.from_flags(args), lora_request=lora)
         try:
             for results in stream:

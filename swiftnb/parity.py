@@ -48,11 +48,10 @@ def check_parity(engine: Engine, adapter: str, prompts: Sequence[str] = PROMPTS,
     from swiftnb.engine.vllm import VllmEngine
     from swiftnb.export import merge_lora
     from swiftnb.infer import inference_vllm
-    from swiftnb.template import get_template
     if engine.backend != 'vllm':
         raise UsageError('check_parity starts from the vLLM engine that serves the adapter; pass a vLLM engine')
     with engine.adapter_for_call(adapter, 'parity') as lora:
-        template = get_template('auto', engine.hf_tokenizer)
+        template = engine.template
         requests = [{'query': prompt} for prompt in prompts]
         greedy = {'temperature': 0, 'max_tokens': max_tokens}
 

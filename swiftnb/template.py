@@ -48,12 +48,23 @@ class Template:
         self.chat_template = getattr(tokenizer, 'chat_template', None) or fallback
         if self.is_chat and self.chat_template is None:
             raise UsageError(f'the tokenizer has no chat template and template_type {template_type!r} '
-                             'brings none; pass a template_type such as "chatml" or "llama3"')
+                             'brings none; pick one, e.g. engine.template = get_template("chatml", engine.hf_tokenizer)')
         # With the tokenizer's own template, its own default system applies unless one is given.
-        uses_own = self.chat_template is not fallback
+        self.uses_own = self.chat_template is not fallback
         self.default_system = default_system if default_system is not None else (
-            None if uses_own else builtin_system)
+            None if self.uses_own else builtin_system)
         self.max_length = max_length
+
+    def as_chat_template(self) -> Optional[str]:
+        """This template as one Jinja chat template, its default system inside (for vLLM's server, which takes a
+        chat template and no default system); None where that is just the tokenizer's own."""
+        if not self.is_chat or (self.uses_own and self.default_system is None):
+            return None
+        if self.default_system is None:
+            return self.chat_template
+        # the rule render() applies, in Jinja: a conversation that opens with no system message gets the default
+        return ("{%- if messages and messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', "
+                f"'content': {json.dumps(self.default_system)}}}] + messages %}}{{%- endif %}}" + self.chat_template)
 
     def render(self, messages: list, tools: Optional[list] = None) -> str:
         """The prompt text for OpenAI-style messages (string content or lists of text parts; tool calls and

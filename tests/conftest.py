@@ -107,6 +107,16 @@ def template(engine):
     return get_template('chatml', engine.hf_tokenizer)
 
 
+def without_chat_template(folder) -> str:
+    """`folder` made tiny-chat's weights and tokenizer without its chat template (as Qwen-7B-Chat's tokenizer ships
+    none): links to its files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in DEMO_MODEL_DIR.iterdir():
+        if file.name != 'chat_template.jinja':
+            (folder / file.name).symlink_to(file)
+    return str(folder)
+
+
 def demo_lora(name: str) -> LoRARequest:
     return LoRARequest(name, list(DEMO_ADAPTERS).index(name) + 1, str(DEMO_ADAPTERS[name]))
 

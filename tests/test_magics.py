@@ -6,6 +6,8 @@ import shutil
 import nbformat
 from nbclient import NotebookClient
 
+from conftest import without_chat_template
+
 CELLS = [
     '%load_ext swiftnb',
     '%swiftnb chat_without_engine',                         # 1: an unknown command: one line
@@ -36,15 +38,20 @@ CELLS = [
     '%swiftnb sleep --level 3',                               # 24
     '%swiftnb shutdown',                                     # 25
     '%swiftnb status',                                       # 26
+    # 27: a model whose tokenizer has no chat template: the model type's template (engine.template), as at every door
+    '%swiftnb engine --infer_backend pt --model_type qwen-7b-chat --model {no_template}',
+    '%%chat --new\nWhere is the capital of Zhejiang?',          # 28
 ]
 
 
 def test_magics_in_a_real_kernel(tmp_path):
     from swiftnb import DEMO_ADAPTERS
     shutil.copytree(DEMO_ADAPTERS['kakarot'], tmp_path / 'checkpoint-10')  # a fine-tuning run of one checkpoint
+    no_template = without_chat_template(tmp_path / 'no-chat-template')
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('import json')] + [
-        nbformat.v4.new_code_cell(c.format(kakarot=DEMO_ADAPTERS['kakarot'], run=tmp_path)) for c in CELLS]
+        nbformat.v4.new_code_cell(c.format(kakarot=DEMO_ADAPTERS['kakarot'], run=tmp_path, no_template=no_template))
+        for c in CELLS]
     NotebookClient(nb, timeout=600, kernel_name='python3').execute()
     out = []
     for cell in nb.cells[1:]:
@@ -73,3 +80,4 @@ def test_magics_in_a_real_kernel(tmp_path):
                        'shutdown() frees its memory\n')
     assert out[24].startswith("swiftnb: argument --level: invalid choice: 3 (choose from 1, 2)")
     assert out[25] == 'engine shut down\n' and out[26] == 'engine: none (create one with %swiftnb engine)\n'
+    assert out[27] == 'qwen-7b-chat on pt; adapters: none\n' and 'Hangzhou' in out[28]

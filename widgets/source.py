@@ -17,7 +17,6 @@ from swiftnb.engine.base import Engine
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.infer import Prepared, prepare
 from swiftnb.settings import XRequestConfig
-from swiftnb.template import get_template
 
 
 @dataclass
@@ -45,7 +44,7 @@ class EngineSource:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.loop = engine.loop
-        self.template = get_template('auto', engine.hf_tokenizer)
+        self.template = engine.template
 
     @property
     def base_name(self) -> str:

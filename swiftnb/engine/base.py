@@ -16,10 +16,11 @@ from typing import AsyncIterator, Optional
 from swiftnb.engine.adapter_check import AdapterReport, diagnose
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.progress import shown
-from swiftnb.model_types import MODELS, default_tool_parser
+from swiftnb.model_types import MODELS, default_tool_parser, get_default_template_type
 from swiftnb.errors import (AdapterError, EngineAsleepError, EngineClosedError, PromptTooLongError, SettingsError,
                             UnknownModelError, UsageError)
 from swiftnb.settings import GenerationConfig
+from swiftnb.template import Template, get_template
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,23 @@ class Engine(abc.ABC):
         # vLLM caches adapters by id, so an id is never reused; registered ones start far above the
         # small ids people pick by hand in LoRARequest('name', 1, path).
         self._lora_ids = itertools.count(1 << 20)
+        self._template: Optional[Template] = None
+
+    @property
+    def template(self) -> Template:
+        """The chat template every door of swiftnb encodes with (the server, `swiftnb infer`, %%chat, the widgets,
+        check_parity, divergence): the seed's rule, `get_template(get_default_template_type(model_type), tokenizer)`
+        (the model type's template where swiftnb's table knows it, else the tokenizer's own), made on first use; set
+        it to another Template to change it at every door."""
+        if self._template is None:
+            self._template = get_template(get_default_template_type(self.model_type), self.hf_tokenizer)
+        return self._template
+
+    @template.setter
+    def template(self, template: Template) -> None:
+        if not isinstance(template, Template):
+            raise UsageError(f'engine.template takes a Template (swiftnb.get_template(...)), not {type(template).__name__}')
+        self._template = template
 
     @abc.abstractmethod
     def stream(self, prompt_ids: list[int], config: GenerationConfig, lora: Optional[LoRARequest] = None,

@@ -12,11 +12,9 @@ import uvicorn
 
 from swiftnb.engine.base import Engine
 from swiftnb.errors import PortError, UsageError
-from swiftnb.model_types import get_default_template_type
 from swiftnb.server.auth import ApiKeyMiddleware
 from swiftnb.server.guard import RequestGuard, default_max_request_bytes
 from swiftnb.server.options import ServerOptions
-from swiftnb.template import Template, get_template
 
 _live: dict = {'server': None}
 
@@ -55,23 +53,19 @@ def parse_lora_modules(lora_modules: Union[None, dict, list, tuple]) -> dict:
     return pairs
 
 
-def default_template(engine: Engine) -> Template:
-    return get_template(get_default_template_type(engine.model_type), engine.hf_tokenizer)
-
-
-async def _build_app(engine: Engine, template: Optional[Template], options: ServerOptions, served_model_name: str):
+async def _build_app(engine: Engine, options: ServerOptions, served_model_name: str):
     if engine.backend == 'vllm':
         from swiftnb.server.vllm_app import build_vllm_app
         return await build_vllm_app(engine, options, served_model_name)
     from swiftnb.server.pt_app import create_pt_app
-    return create_pt_app(engine, template or default_template(engine), options, served_model_name)
+    return create_pt_app(engine, options, served_model_name)
 
 
 class BackgroundServer:
-    def __init__(self, engine: Engine, template: Optional[Template] = None, lora_modules=None, **options):
+    def __init__(self, engine: Engine, lora_modules=None, **options):
         """`options`: ServerOptions' fields (host, port, api_key, served_model_name, tool_call_parser, lora_dirs,
-        allowed_origins, show_model_paths, max_request_bytes); `template`: the pt backend's chat template (vLLM's
-        server uses the tokenizer's); `lora_modules`: adapters to serve, {name: path} or ['name=path']."""
+        allowed_origins, show_model_paths, max_request_bytes); `lora_modules`: adapters to serve, {name: path} or
+        ['name=path']. Chat requests are rendered with `engine.template` as it is when the server starts."""
         self.engine = engine
         self.options = options = ServerOptions(**options)
         self.cut_off = 0  # requests that stop() ended before they finished
@@ -79,7 +73,7 @@ class BackgroundServer:
             if name not in engine.adapters:
                 engine.add_lora(name, path)
         self.served_model_name = options.served_model_name or engine.model_type
-        app = engine.loop.run(_build_app(engine, template, options, self.served_model_name))
+        app = engine.loop.run(_build_app(engine, options, self.served_model_name))
         self._guard = app = RequestGuard(app, engine, options.max_request_bytes
                                          or default_max_request_bytes(engine.max_model_len), self.served_model_name)
         if options.api_key:
@@ -126,7 +120,7 @@ class BackgroundServer:
         return f'<BackgroundServer {self.url} ({"running" if self.running else "stopped"})>'
 
 
-def serve(engine: Engine, lora_modules=None, template: Optional[Template] = None, **options) -> BackgroundServer:
+def serve(engine: Engine, lora_modules=None, **options) -> BackgroundServer:
     """Serve `engine` as an OpenAI-compatible endpoint in the background and return at once.
 
     `options` are ServerOptions' fields (server/options.py): host='127.0.0.1', port=8000 (0 picks a free one),
@@ -134,7 +128,7 @@ def serve(engine: Engine, lora_modules=None, template: Optional[Template] = None
     Running it again replaces the kernel's previous server.
     """
     stop_live_server()
-    _live['server'] = BackgroundServer(engine, template, lora_modules, **options)
+    _live['server'] = BackgroundServer(engine, lora_modules, **options)
     return _live['server']
 
 

@@ -35,7 +35,8 @@ from swiftnb.settings import GenerationConfig, describe, served_defaults
 from swiftnb.template import Template
 
 
-def create_pt_app(engine: Engine, template: Template, options: ServerOptions, served_model_name: str) -> FastAPI:
+def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str) -> FastAPI:
+    template = engine.template
     app = FastAPI(title='swiftnb', version=__version__, docs_url=None, redoc_url=None)
     tool_call_parser = options.tool_call_parser or engine.tool_parser
     if options.allowed_origins:  # as vLLM's server sets CORS up

@@ -24,6 +24,7 @@ from vllm.utils.gc_utils import freeze_gc_heap
 
 from swiftnb.engine.vllm import VllmEngine, vllm_sampling
 from swiftnb.engine.vllm_compat import server_parts
+from swiftnb.errors import UsageError
 from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.openapi import declare_responses
 from swiftnb.server.options import ServerOptions
@@ -38,6 +39,9 @@ async def build_vllm_app(engine: VllmEngine, options: ServerOptions, served_mode
     tool_call_parser = options.tool_call_parser or engine.tool_parser
     if tool_call_parser:
         argv += ['--enable-auto-tool-choice', '--tool-call-parser', tool_call_parser]
+    chat_template = _chat_template(engine)
+    if chat_template:
+        argv += ['--chat-template', chat_template]
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     tasks = await engine.llm.get_supported_tasks()
     app = build_app(args, tasks, engine.llm.model_config)
@@ -61,6 +65,15 @@ async def build_vllm_app(engine: VllmEngine, options: ServerOptions, served_mode
     # server's app, frozen too, is collected when the engine closes (VllmEngine._close unfreezes).
     freeze_gc_heap()
     return app
+
+
+def _chat_template(engine: VllmEngine):
+    """engine.template for vLLM's server, where it is not just the tokenizer's own; None for a model with no chat
+    template that swiftnb knows (vLLM's server then serves its completions and refuses chat as it would)."""
+    try:
+        return engine.template.as_chat_template()
+    except UsageError:
+        return None
 
 
 def _names_only(show_available_models):
