@@ -18,6 +18,18 @@ from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, ge
 
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
+# vLLM's own switch for its CPU CI (platforms/cpu.py: "compilations consume too much time, even with torch compile
+# cache"): the model is traced once by dynamo and run eagerly instead of compiled by inductor, and the warm-up pass is
+# skipped: a start without LoRA takes 23.3 s here instead of 28.7 s (get_vllm_engine(), idle), some 30 starts a run.
+# Every engine, kernel and process of the tests inherits it, except those that start as a user's start does,
+# compiling (user_env): the README's quickstart, and the start whose vLLM log is shown (test_settings_doors).
+os.environ.setdefault('VLLM_CPU_CI_ENV', '1')
+
+
+def user_env(**extra) -> dict:
+    """The environment of a user's process: the tests' own without VLLM_CPU_CI_ENV (vLLM compiles), and `extra`."""
+    return {**{k: v for k, v in os.environ.items() if k != 'VLLM_CPU_CI_ENV'}, **extra}
+
 
 # `make test` runs two pytest-xdist workers (TEST_WORKERS): most of a test here is one core's work (an engine's
 # start: imports, process spawns, compiling; a kernel's start; a browser), so two at once use the machine's two

@@ -118,7 +118,8 @@ def interrupted_start(kernel: Kernel, code: str, ready) -> None:
     assert settles(lambda: gone(started), 10)
 
 
-def test_vllm_engine_outlives_every_interrupt(tmp_path):
+def test_engines_outlive_every_interrupt(tmp_path):
+    """One kernel: the vLLM engine at every door; after a restart, the pt engine, then tensor parallel 2."""
     kernel = Kernel()
     took = {}
     try:
@@ -184,41 +185,33 @@ def test_vllm_engine_outlives_every_interrupt(tmp_path):
         kernel.restart()
         assert settles(lambda: not any(psutil.pid_exists(pid) for pid in engine_pids), 30)
         assert kernel.output('print(1 + 1)').strip() == '2'
-    finally:
-        kernel.shutdown()
 
-
-def test_pt_engine_outlives_every_interrupt(tmp_path):
-    kernel = Kernel()
-    try:
+        # in the new kernel, the pt engine: the doors it has
         kernel.output(SETUP)
         kernel.output("engine = get_pt_engine(max_model_len=2048)\n"
                       "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
         threads = kernel.output("print(sorted(t.name for t in threading.enumerate()))")
         for door in ('stream', 'batch', 'await', 'widget'):
             code, ename = DOORS[door]
-            cell, at = interrupt_when_running(kernel, code, tmp_path / door)
+            cell, at = interrupt_when_running(kernel, code, tmp_path / f'pt {door}')
             check_short(cell, ename)
             next_answer(kernel, at)
         assert kernel.output("print(sorted(t.name for t in threading.enumerate()))") == threads  # its batch thread
-    finally:
-        kernel.shutdown()
 
-
-def test_tensor_parallel_ranks_outlive_an_interrupt_and_die_with_the_kernel(tmp_path):
-    kernel = Kernel()
-    try:
-        kernel.output(SETUP)
+        # then tensor parallel 2 (replacing it): an interrupted start leaves none of its three processes, the ranks
+        # outlive an interrupted stream, and die with the kernel when it is killed (kill -9)
         start = "engine = get_vllm_engine(max_model_len=2048, tensor_parallel_size=2)"
         interrupted_start(kernel, start, lambda processes: len(processes) == 3)  # the core and both ranks
         kernel.output(start + "\ntemplate = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
         processes = kernel.engine_processes()
         assert sorted(p.name() for p in processes) == ['VLLM::EngineCore', 'VLLM::Worker_TP0', 'VLLM::Worker_TP1']
-        cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'stream')
+        cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'tp stream')
         check_short(cell, 'KeyboardInterrupt')
         next_answer(kernel, at)
         assert all(p.is_running() for p in processes)
-        kernel.process.kill()  # the kernel dies (kill -9): its engine's processes die with it
+        kernel.process.kill()
         assert settles(lambda: gone(processes), 15), [(p.name(), p.status()) for p in processes if p.is_running()]
     finally:
         kernel.shutdown()
+
+

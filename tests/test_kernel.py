@@ -1,6 +1,7 @@
 """The engine inside a real Jupyter kernel (nbclient): sync calls and top-level await in cells,
-with and without nest_asyncio, engine reuse on re-run, replacement without orphan processes (also
-when swapping vLLM and pt backends), and no vLLM log lines in cell output."""
+with and without nest_asyncio (applied in the same kernel, before an engine's start), engine reuse on re-run,
+replacement without orphan processes (also when swapping vLLM and pt backends), and no vLLM log lines in cell
+output."""
 import json
 import re
 import time
@@ -10,7 +11,7 @@ import psutil
 from nbclient import NotebookClient
 
 CELLS = [
-    # 0: set-up; the parametrized preamble goes first
+    # 0: set-up
     "from swiftnb import get_vllm_engine, get_template, inference_vllm, inference_vllm_async\n"
     "import os, psutil, json\n"
     "me = psutil.Process(os.getpid())",
@@ -52,16 +53,20 @@ CELLS = [
     "                      '-d', body], capture_output=True, text=True, timeout=120).stdout\n"
     "print(json.loads(out)['choices'][0]['message']['content'])\n"
     "server.stop()",
-    # 9: swap backends in the same kernel: vllm -> pt -> vllm, each replacing the other
+    # 9: swap backends in the same kernel: vllm -> pt (-> vllm in cell 10), each replacing the other
     "from swiftnb import get_pt_engine\n"
     "# (multiprocessing's resource tracker serves the whole kernel, not one engine: it stays)\n"
     "vllm_children = [p for p in me.children(recursive=True) if 'resource_tracker' not in ' '.join(p.cmdline())]\n"
     "pt = get_pt_engine()\n"
     "_, left = psutil.wait_procs(vllm_children, timeout=30)\n"
     "swap = {'vllm_closed': engine.closed, 'left': [' '.join(p.cmdline()) for p in left], 'pt': pt.backend,\n"
-    "        'pt_answer': inference_vllm(pt, template, [{'query': 'Hello!'}])[0]['response']}\n"
+    "        'pt_answer': inference_vllm(pt, template, [{'query': 'Hello!'}])[0]['response']}",
+    # 10: nest_asyncio applied (as some libraries do), then back to vLLM: the engine starts and answers under it
+    # (cells 11-13: cells 2-4 again)
+    "import nest_asyncio\n"
+    "nest_asyncio.apply()\n"
     "engine = get_vllm_engine()\n"
-    "swap.update(pt_closed=pt.closed, back=engine.backend,\n"
+    "swap.update(pt_closed=pt.closed, back=engine.backend, children=[p.pid for p in me.children(recursive=True)],\n"
     "            answer=inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'])\n"
     "try:\n"
     "    inference_vllm(pt, template, [{'query': 'Hello!'}])\n"
@@ -69,12 +74,12 @@ CELLS = [
     "    swap['pt_error'] = str(error)\n"
     "print(json.dumps(swap))",
 ]
+UNDER_NEST_ASYNCIO = CELLS[2:5]
 
 
-def run_notebook(preamble: str, cells: list):
+def run_notebook(cells: list):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(preamble + '\n' + cells[0])] + [nbformat.v4.new_code_cell(c)
-                                                                          for c in cells[1:]]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     NotebookClient(nb, timeout=600, kernel_name='python3').execute()  # ends by shutting the kernel down
     return nb
 
@@ -104,9 +109,10 @@ def check_cells(outputs):
 
 
 def test_engine_in_a_real_kernel():
-    nb = run_notebook('', CELLS)
+    nb = run_notebook(CELLS + UNDER_NEST_ASYNCIO)
     outputs = [stdout(cell) for cell in nb.cells]
     check_cells(outputs)
+    check_cells(['', ''] + outputs[-3:])  # sync, await and reuse, with nest_asyncio applied
     # the load shows one line, which ends as the time it took and where it went
     [loaded] = progress_lines(nb.cells[1])
     assert loaded.startswith('vLLM engine for tiny-chat: ready in') and 'starting the engine process' in loaded \
@@ -121,22 +127,19 @@ def test_engine_in_a_real_kernel():
     before, after = replace['counts']
     assert after == before, replace['counts']  # the replacement leaves exactly one engine's processes
     assert outputs[7] == '' and outputs[8].startswith('Hello!')
-    swap = json.loads(outputs[9])
+    assert outputs[9] == ''
+    swap = json.loads(outputs[10])
     assert swap['vllm_closed'] and swap['left'] == [] and swap['pt'] == 'pt' and swap['pt_closed']
     assert swap['back'] == 'vllm' and swap['answer'] == swap['pt_answer'] == outputs[3].strip()
     assert swap['pt_error'].startswith('this engine cannot answer: get_vllm_engine or get_pt_engine was called '
                                        'with other arguments, which replaced it')
-    # Interpreter exit (kernel shutdown) leaves no child process behind.
+    # Interpreter exit (kernel shutdown) leaves no child process behind: the last engine's processes are gone.
+    assert swap['children']
     deadline = time.time() + 30
-    while time.time() < deadline and any(psutil.pid_exists(p) for p in replace['children']):
+    while time.time() < deadline and any(psutil.pid_exists(p) for p in swap['children']):
         time.sleep(0.5)
-    alive = [p for p in replace['children'] if psutil.pid_exists(p) and psutil.Process(p).status() != 'zombie']
+    alive = [p for p in swap['children'] if psutil.pid_exists(p) and psutil.Process(p).status() != 'zombie']
     assert alive == []
-
-
-def test_engine_in_a_kernel_with_nest_asyncio_applied():
-    nb = run_notebook('import nest_asyncio; nest_asyncio.apply()', CELLS[:5])
-    check_cells([stdout(cell) for cell in nb.cells])
 
 
 MISTAKES = [

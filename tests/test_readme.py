@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import user_env
+
 README = Path(__file__).resolve().parents[1] / 'README.md'
 
 
@@ -21,7 +23,8 @@ def test_quickstart_cell_prints_what_the_readme_shows_and_its_start_says_its_sta
     """As written, piped: the README's output on stdout; on stderr the engine's stages, one plain line each (a
     container's log or CI sees a start progress), and none of vLLM's own log lines (they go to its log file)."""
     code, shown = quickstart()
-    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=user_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == shown
     lines = done.stderr.splitlines()
@@ -30,4 +33,5 @@ def test_quickstart_cell_prints_what_the_readme_shows_and_its_start_says_its_sta
     stages = [re.fullmatch(r'.*?: (.*) \(\d+ s\)', line) for line in lines]
     stages = [stage[1] if stage else line for stage, line in zip(stages, lines)]
     assert stages[:3] == ['spawning the engine process', 'starting the engine process', 'loading weights'], lines
+    assert 'compiling (torch.compile) and warming up' in stages, lines  # as a user's start: vLLM compiles
     assert 'ready in' in stages[stages.index('finishing') + 1], lines

