@@ -18,19 +18,15 @@ from pathlib import Path
 from typing import Optional
 
 from swiftnb import settings
+from swiftnb.engine.options import VllmOptions, add_flags, parse_bool
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.model_types import resolve_checkpoint
 from swiftnb.server import options as server_options
 
 DEFAULT_LORA_NAME = 'default-lora'  # the seed's name for the adapter given by --ckpt_dir
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ('true', '1', 'yes'):
-        return True
-    if text.lower() in ('false', '0', 'no'):
-        return False
-    raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+# get_vllm_engine's options that are flags (their help, defaults and types: engine/options.py)
+ENGINE_FLAGS = ('enable_lora', 'max_lora_rank', 'tensor_parallel_size', 'pipeline_parallel_size', 'data_parallel_size',
+                'ray_address', 'max_model_len', 'gpu_memory_utilization')
 
 
 class _DefaultsShown(argparse.HelpFormatter):
@@ -50,15 +46,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--ckpt_dir', help='a LoRA checkpoint (its base model is loaded) or a merged/full one')
     group.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm',
                        help='vllm, or pt (transformers + peft) for what vLLM cannot load')
-    group.add_argument('--vllm_enable_lora', type=_bool, default=False, help='serve LoRA adapters: true or false (default: false)')
-    group.add_argument('--max_lora_rank', type=int, default=16, help='the largest adapter rank the engine takes')
-    group.add_argument('--tensor_parallel_size', type=int, default=1, help='devices each layer is split over')
-    group.add_argument('--pipeline_parallel_size', type=int, default=1, help='devices the layers are spread over')
-    group.add_argument('--data_parallel_size', type=int, default=1, help='replicas of the model')
-    group.add_argument('--ray_address', help="a Ray cluster for the ranks ('HEAD:6379', 'auto'; needs swiftnb[ray])")
-    group.add_argument('--max_model_len', type=int, help="the context length (default: the model's)")
-    group.add_argument('--gpu_memory_utilization', type=float, default=0.9,
-                       help="the share of the GPU's memory vLLM takes")
+    add_flags(group, VllmOptions, ENGINE_FLAGS, renamed={'enable_lora': 'vllm_enable_lora'})  # the seed's name
 
 
 def build_engine(args, extra_loras: Optional[dict] = None):
@@ -70,7 +58,7 @@ def build_engine(args, extra_loras: Optional[dict] = None):
         model_type, model_path = model_type or ckpt_type, model_path or ckpt_path
         if lora_path:
             loras = {DEFAULT_LORA_NAME: lora_path, **loras}
-    common = dict(model_id_or_path=model_path, enable_lora=args.vllm_enable_lora or bool(loras),
+    common = dict(model_id_or_path=model_path, enable_lora=args.enable_lora or bool(loras),
                   max_model_len=args.max_model_len)
     # at once: importing vLLM and checking its arguments take seconds before the engine's own progress line
     print(f'swiftnb: loading {model_path or model_type or "tiny-chat"} on {args.infer_backend}', file=sys.stderr,
@@ -78,11 +66,8 @@ def build_engine(args, extra_loras: Optional[dict] = None):
     if args.infer_backend == 'pt':
         return get_pt_engine(model_type, **common), loras
     served_name = getattr(args, 'served_model_name', None)  # deploy's: vLLM's metrics label the model by it
-    engine = get_vllm_engine(model_type, **common, max_loras=max(1, len(loras)), max_lora_rank=args.max_lora_rank,
-                             tensor_parallel_size=args.tensor_parallel_size,
-                             pipeline_parallel_size=args.pipeline_parallel_size,
-                             data_parallel_size=args.data_parallel_size, ray_address=args.ray_address,
-                             gpu_memory_utilization=args.gpu_memory_utilization,
+    flags = {name: getattr(args, name) for name in ENGINE_FLAGS if name not in common}
+    engine = get_vllm_engine(model_type, **common, **flags, max_loras=max(1, len(loras)),
                              defaults_for='server' if args.command == 'deploy' else 'batch',
                              engine_kwargs={'served_model_name': served_name} if served_name else {})
     return engine, loras
@@ -203,9 +188,9 @@ def make_parser() -> argparse.ArgumentParser:
     inf = commands.add_parser('infer', help='chat in the terminal, or answer a dataset into a jsonl', **help_format)
     _model_args(inf)
     _generation_args(inf)
-    inf.add_argument('--stream', type=_bool, default=True, help='show the answer as it is written (true/false)')
+    inf.add_argument('--stream', type=parse_bool, default=True, help='show the answer as it is written (true/false)')
     inf.add_argument('--val_dataset', help='a jsonl of {"query", "history"?, "system"?, "response"?} rows')
-    inf.add_argument('--load_dataset_config', type=_bool, default=False,
+    inf.add_argument('--load_dataset_config', type=parse_bool, default=False,
                      help="take --val_dataset from the checkpoint's sft_args.json")
     inf.add_argument('--show_dataset_sample', type=int, default=-1, help='rows to run (-1: all)')
     inf.add_argument('--result_path', help='default: CKPT_DIR/infer_result/TIME.jsonl')
@@ -220,7 +205,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one', **help_format)
     exp.add_argument('--ckpt_dir', required=True, help='the LoRA checkpoint to merge')
-    exp.add_argument('--merge_lora', type=_bool, default=False, help='merge the adapter into the base: true')
+    exp.add_argument('--merge_lora', type=parse_bool, default=False, help='merge the adapter into the base: true')
     exp.add_argument('--output_dir', help='default: CKPT_DIR-merged')
     exp.add_argument('--quant_bits', type=int, default=0, help='quantize the result (not supported yet)')
     exp.set_defaults(run=export)

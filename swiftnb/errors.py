@@ -12,7 +12,8 @@
     │   └── PortError                 (also an OSError) the server cannot listen on that host and port
     ├── EngineStartError (RuntimeError)   vLLM's engine did not start (its root cause and log in the message)
     ├── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)
-    └── EngineAsleepError (RuntimeError)  the engine is asleep (engine.sleep()); engine.wake_up() brings it back
+    ├── EngineAsleepError (RuntimeError)  the engine is asleep (engine.sleep()); engine.wake_up() brings it back
+    └── VllmMovedError (RuntimeError)     this vLLM lacks an internal swiftnb reaches into (engine/vllm_compat.py)
 
 The doors show them the same way: the server maps the classes to HTTP status codes in one
 table (server/errors.py), the magics, the CLI and the widgets print `str(error)`: one line.
@@ -76,3 +77,8 @@ class EngineClosedError(SwiftnbError, RuntimeError):
 
 class EngineAsleepError(SwiftnbError, RuntimeError):
     """The engine was put to sleep (its GPU memory freed); it answers again after `engine.wake_up()`."""
+
+
+class VllmMovedError(SwiftnbError, RuntimeError):
+    """The installed vLLM has no longer (or not yet) a thing swiftnb reaches into: said at once, not a default that
+    silently stops applying."""

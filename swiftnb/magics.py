@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from swiftnb import settings
 from swiftnb.engine import registry
+from swiftnb.engine.options import VllmOptions, add_flags
 from swiftnb.engine.interrupts import stopped
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.redraw import Redraws
@@ -46,8 +47,7 @@ def _parsers():
     engine.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
     engine.add_argument('--model', help='a local model directory or hub id (with --model_type: its weights)')
     engine.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm')
-    engine.add_argument('--enable_lora', action='store_true')
-    engine.add_argument('--max_model_len', type=int)
+    add_flags(engine, VllmOptions, ('enable_lora', 'max_model_len'))
     lora = sub.add_parser('lora', help='add, list or remove adapters served by name')
     lora.add_argument('action', choices=['add', 'list', 'remove'])
     lora.add_argument('name', nargs='?')

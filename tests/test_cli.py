@@ -107,3 +107,23 @@ def test_every_flag_says_what_it_does():
         assert helpless == [], (name, helpless)
     deploy = commands.choices['deploy'].format_help()
     assert '(default: 0.9)' in ' '.join(deploy.split()) and "the context length (default: the model's)" in deploy
+
+
+def test_engine_flags_are_get_vllm_engines_options():
+    """The CLI's and the magics' engine flags are made from VllmOptions: its defaults, and true/false flags that take
+    the seed's `--vllm_enable_lora true` and the bare `--enable_lora`."""
+    import dataclasses
+    from swiftnb.cli import ENGINE_FLAGS, make_parser
+    from swiftnb.engine.options import VllmOptions
+    from swiftnb.magics import _parsers
+    defaults = {f.name: f.default for f in dataclasses.fields(VllmOptions)}
+    cli = make_parser()
+    parsed = vars(cli.parse_args(['deploy']))
+    assert {name: parsed[name] for name in ENGINE_FLAGS} == {name: defaults[name] for name in ENGINE_FLAGS}
+    assert cli.parse_args(['infer', '--vllm_enable_lora', 'true']).enable_lora is True
+    assert cli.parse_args(['infer', '--vllm_enable_lora']).enable_lora is True
+    magic = _parsers()[0]
+    assert vars(magic.parse_args(['engine', '--enable_lora', '--max_model_len', '512'])) == {
+        'command': 'engine', 'model_type': None, 'model': None, 'infer_backend': 'vllm', 'enable_lora': True,
+        'max_model_len': 512}
+    assert magic.parse_args(['engine']).enable_lora is defaults['enable_lora']

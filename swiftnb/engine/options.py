@@ -2,9 +2,12 @@
 
 `get_vllm_engine(**options)` and `get_pt_engine(**options)` fill them by field name; the registry
 tells two engines apart by them (equal options: the same engine), and the backends read them.
+The `swiftnb` command's and the magics' engine flags are made from the same fields (add_flags).
 """
+import argparse
 import math
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Optional
 
 from swiftnb.errors import UsageError
@@ -15,19 +18,25 @@ def dtype_name(torch_dtype) -> str:
     return 'auto' if torch_dtype is None else str(torch_dtype).replace('torch.', '')
 
 
+def option(default, help: str):
+    """A field with its flag's help: the CLI and the magics make their flags from it (add_flags)."""
+    return field(default=default, metadata={'help': help})
+
+
 @dataclass(frozen=True)
 class VllmOptions:
     """What get_vllm_engine takes beyond the model; all but ray_address and engine_kwargs are vLLM's
     AsyncEngineArgs fields."""
     dtype: str = 'auto'
-    enable_lora: bool = False
+    enable_lora: bool = option(False, 'serve LoRA adapters: true or false (default: false)')
     max_loras: int = 1
-    max_lora_rank: int = 16
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1  # replicas of the model, each with its own engine core; requests spread over them
-    gpu_memory_utilization: float = 0.9
-    max_model_len: Optional[int] = None
+    max_lora_rank: int = option(16, 'the largest adapter rank the engine takes')
+    tensor_parallel_size: int = option(1, 'devices each layer is split over')
+    pipeline_parallel_size: int = option(1, 'devices the layers are spread over')
+    # replicas of the model, each with its own engine core; requests spread over them
+    data_parallel_size: int = option(1, 'replicas of the model')
+    gpu_memory_utilization: float = option(0.9, "the share of the GPU's memory vLLM takes")
+    max_model_len: Optional[int] = option(None, "the context length (default: the model's)")
     max_num_seqs: Optional[int] = None  # None: vLLM's default for the card and for `defaults_for`
     enforce_eager: bool = False
     enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
@@ -35,7 +44,7 @@ class VllmOptions:
     # swiftnb's: a Ray cluster ('host:6379', 'ray://host:10001', 'auto'; None: no cluster unless the backend is 'ray',
     # then RAY_ADDRESS, the cluster `ray start` last started here, or a new local one). With it, the backend defaults
     # to 'ray'; with 'mp' the ranks run on this machine and their devices are held in the cluster's books.
-    ray_address: Optional[str] = None
+    ray_address: Optional[str] = option(None, "a Ray cluster for the ranks ('HEAD:6379', 'auto'; needs swiftnb[ray])")
     # swiftnb's: whose defaults vLLM gives max_num_seqs and max_num_batched_tokens where they are not set: 'batch'
     # LLM's (on an H100/H200 1024 sequences and 16384 tokens a step), 'server' `vllm serve`'s (1024, 8192).
     # AsyncLLM alone takes neither (128 and 2048): behind vLLM's server at 256 streams and LLM.generate in batches.
@@ -89,6 +98,31 @@ class PtOptions:
     max_num_seqs: int = 64
     device: Optional[str] = None  # 'cuda' when torch sees a GPU, else 'cpu'
     model_kwargs: dict = field(default_factory=dict)  # for AutoModelForCausalLM.from_pretrained
+
+
+def parse_bool(text: str) -> bool:
+    """A flag's true/false (the seed writes `--merge_lora true`)."""
+    if text.lower() in ('true', '1', 'yes'):
+        return True
+    if text.lower() in ('false', '0', 'no'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+
+
+def add_flags(parser, cls, names, renamed: Optional[dict] = None) -> None:
+    """`--name` flags for these fields of `cls`, with their defaults, types and help (`renamed`: {field: the flag's
+    name}, e.g. the seed's --vllm_enable_lora); a true/false field takes `--flag`, `--flag true` or `--flag false`."""
+    hints, declared = typing.get_type_hints(cls), {f.name: f for f in fields(cls)}
+    for name in names:
+        declaration, kind = declared[name], hints[name]
+        kind = next(k for k in typing.get_args(kind) if k is not type(None)) if typing.get_args(kind) else kind
+        default = None if declaration.default is MISSING else declaration.default
+        flag = '--' + (renamed or {}).get(name, name)
+        if kind is bool:
+            parser.add_argument(flag, dest=name, type=parse_bool, nargs='?', const=True, default=default,
+                                metavar='true|false', help=declaration.metadata.get('help'))
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=default, help=declaration.metadata.get('help'))
 
 
 def make_options(cls, caller: str, torch_dtype, kwargs: dict):

@@ -16,7 +16,7 @@ from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.progress import ProgressLine, shown
-from swiftnb.engine.vllm_compat import num_unfinished_requests, reuse_compile_cache
+from swiftnb.engine.vllm_compat import num_unfinished_requests, reuse_compile_cache, stop_output_handler
 from swiftnb.errors import AdapterError, EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
@@ -316,9 +316,7 @@ class VllmEngine(Engine):
 
     def _close(self) -> None:
         async def stop():
-            # Stop vLLM's output handler before its engine core, or it logs the core's exit as an error.
-            if self.llm.output_handler is not None:
-                self.llm.output_handler.cancel()
+            stop_output_handler(self.llm)
             self.llm.shutdown()
         try:
             self.loop.run(stop())

