@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import gone, settles
-from kernels import Kernel
+from jupyter_kernels import Kernel
 
 pytestmark = pytest.mark.slow
 

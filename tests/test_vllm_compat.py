@@ -24,13 +24,12 @@ def test_the_kernels_server_sets_each_thing_it_names_in_vllms_app(engine):
         assert app.state.server.should_exit is False
     finally:
         server.stop()
-    # vLLM's handler of an engine error reads app.state.server (and sets should_exit where the engine died)
-    from vllm.entrypoints.launchers import launcher
-    assert 'server.should_exit = True' in inspect.getsource(launcher.terminate_if_errored)
-    handlers = [module for name, module in sys.modules.items()
-                if name.startswith('vllm.entrypoints') and 'terminate_if_errored' in vars(module)
-                and module is not launcher]
-    assert any('app.state.server' in inspect.getsource(module) for module in handlers)
+    # vLLM's handler of an engine error reads app.state.server, and sets its should_exit where the engine died (the
+    # modules move between versions: found where the app's build imported them)
+    modules = [module for name, module in list(sys.modules.items())
+               if name.startswith('vllm.entrypoints') and callable(getattr(module, 'terminate_if_errored', None))]
+    assert any('server.should_exit = True' in inspect.getsource(module.terminate_if_errored) for module in modules)
+    assert any('app.state.server' in inspect.getsource(module) for module in modules), [m.__name__ for m in modules]
     # the engine's shutdown cancels AsyncLLM's output handler
     assert hasattr(engine.llm, 'output_handler')
 

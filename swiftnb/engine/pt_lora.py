@@ -53,6 +53,11 @@ class PeftAdapters:
         if isinstance(self.model, PeftModel):  # a later adapter: peft registered it, and deletes it as any other
             if name in self.model.peft_config:
                 self._delete(name)
+            # where peft failed half-way through putting the layers in (a rank of 0 for one module), it took the
+            # adapter's config out again and left the layers it had made
+            for module in self.model.modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.delete_adapter(name)
             return
         # the plain model: no tuner layer belongs in it
         _unwrap(self.model, lambda child: child.get_base_layer() if isinstance(child, BaseTunerLayer) else None)
