@@ -47,8 +47,8 @@ class Template:
         self.is_chat = template_type != 'default-generation'
         self.chat_template = getattr(tokenizer, 'chat_template', None) or fallback
         if self.is_chat and self.chat_template is None:
-            raise UsageError(f'the tokenizer has no chat template and template_type {template_type!r} '
-                             'brings none; pick one, e.g. engine.template = get_template("chatml", engine.hf_tokenizer)')
+            raise UsageError(f'the tokenizer has no chat template and template_type {template_type!r} brings none; '
+                             'pick one, e.g. engine.template = get_template("chatml", engine.hf_tokenizer)')
         # With the tokenizer's own template, its own default system applies unless one is given.
         self.uses_own = self.chat_template is not fallback
         self.default_system = default_system if default_system is not None else (

@@ -34,7 +34,8 @@ def no_template_engine(no_template_dir):
 
 
 def answer(engine, template=None) -> str:
-    return inference_vllm(engine, template or engine.template, [{'query': QUERY}], generation_config=GREEDY)[0]['response']
+    template = template or engine.template
+    return inference_vllm(engine, template, [{'query': QUERY}], generation_config=GREEDY)[0]['response']
 
 
 def test_a_model_whose_tokenizer_has_no_chat_template_answers_at_every_door(no_template_engine, no_template_dir,

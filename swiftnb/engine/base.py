@@ -110,7 +110,8 @@ class Engine(abc.ABC):
     @template.setter
     def template(self, template: Template) -> None:
         if not isinstance(template, Template):
-            raise UsageError(f'engine.template takes a Template (swiftnb.get_template(...)), not {type(template).__name__}')
+            raise UsageError(f'engine.template takes a Template (swiftnb.get_template(...)), '
+                             f'not {type(template).__name__}')
         self._template = template
 
     @abc.abstractmethod

@@ -12,8 +12,9 @@ What the kernel's server changes in the app vLLM builds (server/vllm_app.py), ea
 sets; where vLLM lacks it, a VllmMovedError says so when the server starts (tests/test_vllm_compat.py checks each
 on the installed vLLM): each serving object's `default_sampling_params`, the model list's `lora_requests` and
 `show_available_models`, and `app.state.server` (read by vLLM's handler of a dead engine). vLLM's adapter routes
-(there where VLLM_ALLOW_RUNTIME_LORA_UPDATING is set) give way to swiftnb's (server/adapters.py). The engine client vLLM's server takes is swiftnb's GatedClient, which passes every attribute but
-`generate` to the AsyncLLM (engine/vllm.py); the engine stops AsyncLLM's `output_handler` before its core.
+(there where VLLM_ALLOW_RUNTIME_LORA_UPDATING is set) give way to swiftnb's (server/adapters.py). The engine client
+vLLM's server takes is swiftnb's GatedClient, which passes every attribute but `generate` to the AsyncLLM
+(engine/vllm.py); the engine stops AsyncLLM's `output_handler` before its core (below).
 """
 import os
 from types import SimpleNamespace
