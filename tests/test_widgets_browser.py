@@ -106,12 +106,13 @@ def test_the_widgets_in_jupyterlab(lab, pt_engine, tmp_path):
         compare.locator('textarea.swiftnb-prompt').fill('Who are you?')
         compare.get_by_role('button', name='Send').click()
         answers_finished(page, COMPARE)
+        # the adapters' differences are highlighted once every column has finished: a redraw after the last one
+        page.wait_for_selector(f'{COMPARE} .swiftnb-answer mark')
         columns = compare.locator('.swiftnb-answer')
         assert columns.count() == 3
         for i, expected in enumerate(expected_columns):
             text = text_without_deletions(page, f'{COMPARE} .swiftnb-answer >> nth={i} >> .swiftnb-body')
             assert text.strip() == expected, i
-        assert compare.locator('mark').count() > 0  # the adapters' differences are highlighted
 
         # Blind mode: a click on a vote button, then a key on the key strip, each appends the vote's DPO rows.
         blind = page.locator(BLIND)
