@@ -1,38 +1,34 @@
 """The pt backend's OpenAI-compatible app: the requests clients send to `vllm serve`, over a PtEngine.
 
 vLLM's server needs a vLLM engine, so for the transformers backend swiftnb answers the same
-routes itself, and the same tests run against both: /v1/chat/completions (tools and tool_choice,
-response_format and structured_outputs, logprobs, n, streaming), /v1/completions (text or
+routes itself, and the same tests run against both: /v1/chat/completions (swiftnb.chat: tools and
+tool_choice, response_format and structured_outputs, logprobs, n, streaming), /v1/completions (text or
 token-id prompts, echo with prompt logprobs), /v1/models, /tokenize, /detokenize, /metrics,
 /version, /health and the adapter routes. It runs on the engine's own loop, so the handlers
 iterate `engine.stream` directly. Responses are the `openai` package's types.
 """
 import asyncio
-import functools
 import json
 import time
-import uuid
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
-from openai.types import Completion, CompletionChoice, CompletionUsage, Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types import Completion, CompletionChoice, Model
 from openai.types.completion_choice import Logprobs as CompletionLogprobs
 
-from swiftnb import __version__, tools as tool_calls
+from swiftnb import __version__
+from swiftnb.chat import ChatRun, Generation, check_length, encode_messages, finish_reason as finish, top
 from swiftnb.engine.base import Choice, Engine
-from swiftnb.engine.streams import interleave
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.errors import error_body, error_json, status_of, swiftnb_error_json
 from swiftnb.server.openapi import declare_responses
 from swiftnb.server.options import ServerOptions
 from swiftnb.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
-from swiftnb.settings import GenerationConfig, describe, served_defaults
-from swiftnb.template import Template
+from swiftnb.settings import describe, served_defaults
 
 
 def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str) -> FastAPI:
@@ -77,7 +73,7 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
     @app.post('/tokenize')
     async def tokenize(body: TokenizeRequest):
         if body.messages is not None:
-            ids = await _encode_messages(engine, template, body.messages, body.tools)
+            ids = await encode_messages(engine, template, [m.model_dump() for m in body.messages], body.tools)
         elif body.prompt is not None:
             ids = await _encode_text(engine, body.prompt, body.add_special_tokens)
         else:
@@ -92,17 +88,11 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
 
     @app.post('/v1/chat/completions')
     async def chat(body: ChatCompletionRequest):
-        lora = engine.adapter(body.model, served_model_name)
-        tools, tool_choice = tool_calls.check(body.tools, body.tool_choice)
-        config = body.generation(served_defaults(engine.generation_config))
-        forced = tool_calls.constraint(tools, tool_choice, tool_call_parser)
-        if forced is not None:
-            config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
-        ids = await _encode_messages(engine, template, body.messages, tools)
-        engine.admit(ids, config)
-        run = Run(engine, body, served_model_name, [ids], config, lora, metrics,
-                  (tools, tool_choice, tool_call_parser))
-        return _sse(run.chat_chunks()) if body.stream else await run.chat_response()
+        run = await ChatRun.start(engine, [m.model_dump() for m in body.messages],
+                                  body.generation(served_defaults(engine.generation_config)),
+                                  engine.adapter(body.model, served_model_name), body.model or served_model_name,
+                                  body.tools, body.tool_choice, tool_call_parser, metrics.finished, template)
+        return _sse(run.chunks(body.include_usage)) if body.stream else (await run.response()).model_dump()
 
     @app.post('/v1/completions')
     async def completions(body: CompletionRequest):
@@ -111,7 +101,8 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
         prompts = await _prompt_ids(engine, body.prompt)
         for i, ids in enumerate(prompts):
             engine.admit(ids, config, 'the prompt' if len(prompts) == 1 else f'prompt {i}')
-        run = Run(engine, body, served_model_name, prompts, config, lora, metrics)
+        run = CompletionRun(engine, prompts, config, lora, body.model or served_model_name, metrics.finished,
+                            body=body)
         return _sse(run.completion_chunks()) if body.stream else await run.completion_response()
 
     add_adapter_routes(app, engine, options)
@@ -119,35 +110,9 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
     return app
 
 
-def _dump(tools) -> Optional[list]:
-    return [t.model_dump(exclude_none=True) for t in tools] if tools else None
-
-
-# Rendering and tokenising run in a worker thread, not on the loop that streams everyone's answers; a text too
-# long for the context is refused before it is tokenised, by vLLM's rule (renderers/params.py): no text longer
-# than max_model_len times the longest token in the vocabulary fits.
-
-async def _encode_messages(engine: Engine, template: Template, messages, tools) -> list[int]:
-    text = await asyncio.to_thread(template.render, [m.model_dump() for m in messages], _dump(tools))
-    _check_length(engine, text)
-    return await asyncio.to_thread(template.encode_text, text)
-
-
 async def _encode_text(engine: Engine, text: str, add_special_tokens: bool = True, which: str = 'the prompt'):
-    _check_length(engine, text, which)
+    check_length(engine, text, which)  # before tokenising, in a worker thread (as swiftnb.chat encodes messages)
     return (await asyncio.to_thread(engine.hf_tokenizer, text, add_special_tokens=add_special_tokens))['input_ids']
-
-
-def _check_length(engine: Engine, text: str, which: str = 'the prompt') -> None:
-    limit = engine.max_model_len * _max_chars_per_token(engine.hf_tokenizer)
-    if len(text) > limit:
-        raise UsageError(f'{which} has {len(text)} characters, more than {engine.max_model_len} tokens '
-                         f'(max_model_len) can hold ({limit}); shorten it')
-
-
-@functools.lru_cache(maxsize=4)
-def _max_chars_per_token(tokenizer) -> int:
-    return max(len(token) for token in tokenizer.get_vocab())
 
 
 def _check_ids(engine: Engine, ids: list[int], param: str) -> None:
@@ -197,115 +162,20 @@ class Metrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-class Run:
-    """One request's generation: its prompts, settings and adapter, and its responses built from engine Deltas."""
+class CompletionRun(Generation):
+    """One /v1/completions request: text or token-id prompts, echo with prompt logprobs."""
 
-    def __init__(self, engine: Engine, body, base_name: str, prompts: list[list[int]], config: GenerationConfig,
-                 lora, metrics: 'Metrics', tools: tuple = (None, 'none', None)):
-        self.engine, self.body, self.prompts, self.config, self.lora = engine, body, prompts, config, lora
-        self.metrics, self.tools = metrics, tools  # tools: (tools, tool_choice, vLLM tool parser name)
-        self.model = body.model or base_name
-        self.n = config.n
-        self.id = uuid.uuid4().hex
-        self.created = int(time.time())
-        self.choices = [Choice(index=i) for i in range(len(prompts) * self.n)]
+    def __init__(self, *args, body, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.body = body
 
-    async def deltas(self):
-        """(choice index, delta) from every prompt at once; leaving early aborts them all."""
-        try:
-            async for batch in interleave([self.engine.stream(ids, self.config, self.lora) for ids in self.prompts]):
-                for i, delta in batch:
-                    index = i * self.n + delta.index
-                    self.choices[index].add(delta)
-                    if delta.prompt_logprobs is not None:  # sent once per prompt: every choice of it shows them
-                        for choice in self.choices[i * self.n:(i + 1) * self.n]:
-                            choice.prompt_logprobs = delta.prompt_logprobs
-                    yield index, delta
-        finally:
-            self.metrics.finished(sum(map(len, self.prompts)), self.choices)
-
-    async def collect(self) -> list[Choice]:
-        async for _ in self.deltas():
-            pass
-        return self.choices
-
-    def usage(self) -> CompletionUsage:
-        prompt = sum(len(p) for p in self.prompts)
-        generated = sum(len(c.token_ids) for c in self.choices)
-        return CompletionUsage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated)
-
-    def _token(self, token_id: int) -> str:
-        return self.engine.hf_tokenizer.decode([token_id])
-
-    # chat ---------------------------------------------------------------------------------------
-    def message(self, choice: Choice) -> tuple[dict, Optional[str]]:
-        """(the assistant message, its finish_reason), with tool calls read out as vLLM's server does."""
-        tools, tool_choice, parser = self.tools
-        finish = _finish(choice.finish_reason)
-        if not tools or tool_choice == 'none':
-            return {'role': 'assistant', 'content': choice.text}, finish
-        content, calls = tool_calls.read_calls(choice.text, tools, tool_choice, self.engine.hf_tokenizer, parser)
-        forced = tool_choice == 'required' or isinstance(tool_choice, tool_calls.NamedToolChoice)
-        message = {'role': 'assistant', 'content': (content or '') if forced else content}
-        if calls:
-            message['tool_calls'] = calls
-        if (calls and tool_choice == 'auto') or (tool_choice == 'required' and finish == 'stop'):
-            finish = 'tool_calls'  # OpenAI's: 'tool_calls' for auto and required, 'stop' for a named tool
-        return message, finish
-
-    async def chat_response(self) -> dict:
-        choices = []
-        for choice in await self.collect():
-            message, finish = self.message(choice)
-            choices.append({'index': choice.index, 'message': message, 'finish_reason': finish,
-                            'logprobs': self.chat_logprobs(choice.token_ids, choice.logprobs)})
-        return ChatCompletion(id=f'chatcmpl-{self.id}', object='chat.completion', created=self.created,
-                              model=self.model, choices=choices, usage=self.usage()).model_dump()
-
-    async def chat_chunks(self) -> AsyncIterator[str]:
-        for i in range(len(self.choices)):
-            yield self.chat_chunk({'index': i, 'delta': {'role': 'assistant', 'content': ''}})
-        if self.tools[1] != 'none':  # tool calls are read from the whole answer: one chunk per choice at the end
-            for choice in await self.collect():
-                message, finish = self.message(choice)
-                message.pop('role')
-                yield self.chat_chunk({'index': choice.index, 'delta': message, 'finish_reason': finish,
-                                       'logprobs': self.chat_logprobs(choice.token_ids, choice.logprobs)})
-        else:
-            async for index, delta in self.deltas():
-                yield self.chat_chunk({'index': index, 'delta': {'content': delta.text},
-                                       'finish_reason': _finish(delta.finish_reason),
-                                       'logprobs': self.chat_logprobs(delta.token_ids, delta.logprobs)})
-        if self.body.include_usage:
-            yield self.chat_chunk(None, usage=self.usage())
-
-    def chat_chunk(self, choice: Optional[dict], usage=None) -> str:
-        return ChatCompletionChunk(id=f'chatcmpl-{self.id}', object='chat.completion.chunk', created=self.created,
-                                   model=self.model, choices=[choice] if choice else [],
-                                   usage=usage).model_dump_json(exclude_none=True)
-
-    def chat_logprobs(self, token_ids, logprobs) -> Optional[dict]:
-        if self.config.num_logprobs is None or not logprobs:
-            return None
-        content = []
-        for token_id, top in zip(token_ids, logprobs):
-            entry = self._chat_logprob(token_id, top[token_id])
-            entry['top_logprobs'] = [self._chat_logprob(t, lp) for t, lp in _top(top, self.config.num_logprobs)]
-            content.append(entry)
-        return {'content': content}
-
-    def _chat_logprob(self, token_id: int, logprob: float) -> dict:
-        token = self._token(token_id)
-        return {'token': token, 'bytes': list(token.encode()), 'logprob': logprob}
-
-    # completions --------------------------------------------------------------------------------
     async def completion_response(self) -> dict:
         choices = [self.completion_choice(c.index, self._echo(c) + c.text, c.finish_reason, c.token_ids,
                                           c.logprobs, c.prompt_logprobs) for c in await self.collect()]
         return Completion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
                           model=self.model, choices=choices, usage=self.usage()).model_dump(warnings=False)
 
-    async def completion_chunks(self) -> AsyncIterator[str]:
+    async def completion_chunks(self) -> AsyncIterator[Completion]:
         started = set()
         async for index, delta in self.deltas():
             first = index not in started
@@ -317,12 +187,11 @@ class Run:
         if self.body.include_usage:
             yield self.completion_chunk([], usage=self.usage())
 
-    def completion_chunk(self, choices, usage=None) -> str:
+    def completion_chunk(self, choices, usage=None) -> Completion:
         # The choices are built with model_construct: a stream chunk's finish_reason is null until the
-        # end, which CompletionChoice does not allow; warnings=False keeps pydantic quiet about it.
+        # end, which CompletionChoice does not allow (_sse dumps it with warnings=False).
         return Completion(id=f'cmpl-{self.id}', object='text_completion', created=self.created,
-                          model=self.model, choices=choices,
-                          usage=usage).model_dump_json(exclude_none=True, warnings=False)
+                          model=self.model, choices=choices, usage=usage)
 
     def completion_choice(self, index, text, finish_reason, token_ids, logprobs, prompt_logprobs) -> CompletionChoice:
         lp = None
@@ -331,13 +200,13 @@ class Run:
             prompt = self.prompts[index // self.n] if prompt_logprobs and self.body.echo else []
             ids = prompt + list(token_ids)
             entries = (prompt_logprobs or [])[:len(prompt)] + list(logprobs or [])
-            tokens = [self._token(t) for t in ids]
+            tokens = [self.token(t) for t in ids]
             lp = CompletionLogprobs.model_construct(  # constructed: a prompt's first entry is null, as in vLLM's
                 tokens=tokens,
                 token_logprobs=[None if e is None else e[t] for t, e in zip(ids, entries)],
-                top_logprobs=[None if e is None else {self._token(t): v for t, v in _top(e, k)} for e in entries],
+                top_logprobs=[None if e is None else {self.token(t): v for t, v in top(e, k)} for e in entries],
                 text_offset=[sum(len(x) for x in tokens[:j]) for j in range(len(tokens))])
-        return CompletionChoice.model_construct(index=index, text=text, finish_reason=_finish(finish_reason),
+        return CompletionChoice.model_construct(index=index, text=text, finish_reason=finish(finish_reason),
                                                 logprobs=lp)
 
     def _echo(self, choice: Choice) -> str:
@@ -351,21 +220,13 @@ class Run:
         return self.engine.hf_tokenizer.decode(self.prompts[which])
 
 
-def _top(logprobs: dict, k: int) -> list:
-    return sorted(logprobs.items(), key=lambda item: -item[1])[:k]
-
-
-def _finish(reason: Optional[str]) -> Optional[str]:
-    return 'stop' if reason == 'abort' else reason  # OpenAI knows no 'abort'
-
-
-def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
-    """Server-sent events of JSON chunks, ending with [DONE] as OpenAI's API does; an error after the first
-    byte ends the stream with an error event, as vLLM's server sends it."""
+def _sse(chunks: AsyncIterator) -> StreamingResponse:
+    """Server-sent events of the chunks (openai models), ending with [DONE] as OpenAI's API does; an error after
+    the first byte ends the stream with an error event, as vLLM's server sends it."""
     async def events():
         try:
             async for chunk in chunks:
-                yield f'data: {chunk}\n\n'
+                yield f'data: {chunk.model_dump_json(exclude_none=True, warnings=False)}\n\n'
         except Exception as error:
             status = status_of(error) if isinstance(error, SwiftnbError) else 500
             yield f'data: {json.dumps(error_body(status, str(error)))}\n\n'
