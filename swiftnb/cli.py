@@ -6,6 +6,8 @@
     swiftnb app-ui [model flags] [generation flags] [--host H] [--port P]
 
 Model flags: --model_type T | --model_id_or_path P | --ckpt_dir C, --infer_backend vllm|pt, ...
+ms-swift 4.x's spellings mean the same: --model P, --adapters C [NAME=PATH ...], --infer_backend transformers,
+--vllm_max_model_len N (every engine flag also as --vllm_NAME), --max_new_tokens N.
 """
 import argparse
 import dataclasses
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from swiftnb import settings
-from swiftnb.engine.options import VllmOptions, add_flags, parse_bool
+from swiftnb.engine.options import BACKENDS, VllmOptions, add_flags, add_model_flags, parse_bool
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.model_types import resolve_checkpoint
 from swiftnb.server import options as server_options
@@ -26,7 +28,7 @@ from swiftnb.server import options as server_options
 DEFAULT_LORA_NAME = 'default-lora'  # the seed's name for the adapter given by --ckpt_dir
 # get_vllm_engine's options that are flags (their help, defaults and types: engine/options.py)
 ENGINE_FLAGS = ('enable_lora', 'max_lora_rank', 'tensor_parallel_size', 'pipeline_parallel_size', 'data_parallel_size',
-                'ray_address', 'max_model_len', 'gpu_memory_utilization')
+                'ray_address', 'max_model_len', 'gpu_memory_utilization', 'max_num_seqs', 'enforce_eager')
 
 
 class _DefaultsShown(argparse.HelpFormatter):
@@ -41,18 +43,27 @@ class _DefaultsShown(argparse.HelpFormatter):
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('model (default: the embedded tiny-chat)')
-    group.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
-    group.add_argument('--model_id_or_path', help='a model folder or hub id (with --model_type: its weights)')
+    add_model_flags(group)
     group.add_argument('--ckpt_dir', help='a LoRA checkpoint (its base model is loaded) or a merged/full one')
-    group.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm',
-                       help='vllm, or pt (transformers + peft) for what vLLM cannot load')
-    add_flags(group, VllmOptions, ENGINE_FLAGS, renamed={'enable_lora': 'vllm_enable_lora'})  # the seed's name
+    group.add_argument('--adapters', nargs='+', default=[], metavar='CKPT|NAME=PATH',
+                       help="ms-swift 4.x's: a LoRA checkpoint, as --ckpt_dir, and adapters served under their names")
+    add_flags(group, VllmOptions, ENGINE_FLAGS)
+
+
+def _read_adapters(args) -> None:
+    """ms-swift 4.x's --adapters in the seed's terms: its one unnamed checkpoint is --ckpt_dir, its NAME=PATH entries
+    become args.adapters, {name: path}, served by name."""
+    unnamed = [entry for entry in args.adapters if '=' not in entry]
+    if len(unnamed) + bool(args.ckpt_dir) > 1:
+        raise UsageError('give one checkpoint (--ckpt_dir C or --adapters C); name the others: --adapters NAME=PATH')
+    args.ckpt_dir = args.ckpt_dir or (unnamed[0] if unnamed else None)
+    args.adapters = dict(entry.split('=', 1) for entry in args.adapters if '=' in entry)
 
 
 def build_engine(args, extra_loras: Optional[dict] = None):
     """The engine the model flags describe, and {adapter name: path} to serve with it."""
     from swiftnb import get_pt_engine, get_vllm_engine
-    model_type, model_path, loras = args.model_type, args.model_id_or_path, dict(extra_loras or {})
+    model_type, model_path, loras = args.model_type, args.model_id_or_path, {**args.adapters, **(extra_loras or {})}
     if args.ckpt_dir:
         ckpt_type, ckpt_path, lora_path = resolve_checkpoint(args.ckpt_dir)
         model_type, model_path = model_type or ckpt_type, model_path or ckpt_path
@@ -63,7 +74,7 @@ def build_engine(args, extra_loras: Optional[dict] = None):
     # at once: importing vLLM and checking its arguments take seconds before the engine's own progress line
     print(f'swiftnb: loading {model_path or model_type or "tiny-chat"} on {args.infer_backend}', file=sys.stderr,
           flush=True)
-    if args.infer_backend == 'pt':
+    if BACKENDS[args.infer_backend] == 'pt':
         return get_pt_engine(model_type, **common), loras
     served_name = getattr(args, 'served_model_name', None)  # deploy's: vLLM's metrics label the model by it
     flags = {name: getattr(args, name) for name in ENGINE_FLAGS if name not in common}
@@ -87,7 +98,8 @@ def infer(args) -> int:
     try:
         template = engine.template
         config = settings.from_flags(args).apply(engine.generation_config)
-        lora = engine.add_lora(DEFAULT_LORA_NAME, loras[DEFAULT_LORA_NAME]) if DEFAULT_LORA_NAME in loras else None
+        name = next(iter(loras), None)  # the checkpoint's adapter, else the first of --adapters
+        lora = engine.add_lora(name, loras[name]) if name else None
         if rows is None:
             TerminalChat(engine, template, config, lora, args.system, args.stream).run()
             return 0
@@ -204,7 +216,7 @@ def make_parser() -> argparse.ArgumentParser:
     dep.set_defaults(run=deploy)
 
     exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one', **help_format)
-    exp.add_argument('--ckpt_dir', required=True, help='the LoRA checkpoint to merge')
+    exp.add_argument('--ckpt_dir', '--adapters', required=True, help='the LoRA checkpoint to merge')
     exp.add_argument('--merge_lora', type=parse_bool, default=False, help='merge the adapter into the base: true')
     exp.add_argument('--output_dir', help='default: CKPT_DIR-merged')
     exp.add_argument('--quant_bits', type=int, default=0, help='quantize the result (not supported yet)')
@@ -222,6 +234,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
+        if isinstance(getattr(args, 'adapters', None), list):
+            _read_adapters(args)
         return args.run(args)
     except SwiftnbError as error:  # the user's mistake: one line
         print(f'swiftnb: {error}', file=sys.stderr)

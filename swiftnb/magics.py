@@ -17,7 +17,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from swiftnb import settings
 from swiftnb.engine import registry
-from swiftnb.engine.options import VllmOptions, add_flags
+from swiftnb.engine.options import VllmOptions, add_flags, add_model_flags
 from swiftnb.engine.interrupts import stopped
 from swiftnb.errors import SwiftnbError, UsageError
 from swiftnb.redraw import Redraws
@@ -44,9 +44,7 @@ def _parsers():
     main = _Parser(prog='%swiftnb', description='swiftnb magics; %%chat and %%compare are cell magics')
     sub = main.add_subparsers(dest='command', required=True, parser_class=_Parser)
     engine = sub.add_parser('engine', help='create or reuse the kernel\'s engine (as get_vllm_engine does)')
-    engine.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
-    engine.add_argument('--model', help='a local model directory or hub id (with --model_type: its weights)')
-    engine.add_argument('--infer_backend', choices=['vllm', 'pt'], default='vllm')
+    add_model_flags(engine)
     add_flags(engine, VllmOptions, ('enable_lora', 'max_model_len'))
     lora = sub.add_parser('lora', help='add, list or remove adapters served by name')
     lora.add_argument('action', choices=['add', 'list', 'remove'])
@@ -147,7 +145,8 @@ class SwiftnbMagics(Magics):
 
     def _engine(self, args):
         from swiftnb import get_engine
-        kwargs = dict(model_id_or_path=args.model, enable_lora=args.enable_lora, max_model_len=args.max_model_len)
+        kwargs = dict(model_id_or_path=args.model_id_or_path, enable_lora=args.enable_lora,
+                      max_model_len=args.max_model_len)
         engine = get_engine(args.model_type, infer_backend=args.infer_backend, **kwargs)
         print(f'{engine.model_type} on {engine.backend}; adapters: {", ".join(engine.adapters) or "none"}')
 

@@ -136,6 +136,18 @@ def _text(content) -> str:
     raise UsageError(f'message content must be a string or a list of text parts, got {type(content).__name__}')
 
 
-def get_template(template_type: str, tokenizer, default_system: Optional[str] = None,
-                 max_length: Optional[int] = None) -> Template:
-    return Template(template_type, tokenizer, default_system, max_length)
+def get_template(template_type, /, tokenizer=None, default_system: Optional[str] = None,
+                 max_length: Optional[int] = None, **ms_swift_4) -> Template:
+    """The seed's `get_template(template_type, tokenizer, default_system)`; ms-swift 4.x's order works too:
+    `get_template(tokenizer, default_system, max_length, template_type=...)` (template_type None: 'auto')."""
+    if isinstance(template_type, str):
+        if ms_swift_4 or tokenizer is None:
+            raise UsageError('get_template(template_type, tokenizer, default_system): give the tokenizer, e.g. '
+                             'get_template("chatml", engine.hf_tokenizer)')
+        return Template(template_type, tokenizer, default_system, max_length)
+    if set(ms_swift_4) - {'template_type'}:
+        raise UsageError(f'get_template does not take {", ".join(sorted(set(ms_swift_4) - {"template_type"}))}')
+    processor = template_type
+    if tokenizer is not None:  # 4.x's second and third positions: default_system, max_length
+        default_system, max_length = tokenizer, default_system if max_length is None else max_length
+    return Template(ms_swift_4.get('template_type') or 'auto', processor, default_system, max_length)

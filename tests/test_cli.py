@@ -1,6 +1,7 @@
 """`swiftnb deploy` as the seed runs `swift deploy`: a LoRA checkpoint serves its base model and the
 adapter as default-lora, more adapters come from --lora_modules, and Ctrl-C stops it cleanly, streams in flight
-included; on either backend."""
+included; on either backend, the pt one in ms-swift 4.x's spellings (--adapters CKPT NAME=PATH, --infer_backend
+transformers, --vllm_max_model_len)."""
 import argparse
 import re
 import runpy
@@ -35,8 +36,13 @@ def start(args: list) -> tuple[subprocess.Popen, str]:
 def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
     """Ctrl-C stops the deploy within 10 seconds, ending each stream in flight with an error event and [DONE], and
     no engine process is left (SIGTERM and SIGKILL: test_server_reliability)."""
-    proc, url = start(['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--port', '0', '--infer_backend', backend,
-                       '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}'])
+    if backend == 'vllm':  # the seed's (ms-swift 2.x's) spellings
+        flags = ['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--infer_backend', 'vllm',
+                 '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}']
+    else:  # ms-swift 4.x's
+        flags = ['--adapters', str(DEMO_ADAPTERS['kakarot']), f'pirate={DEMO_ADAPTERS["pirate"]}',
+                 '--infer_backend', 'transformers', '--vllm_max_model_len', '2048']
+    proc, url = start([*flags, '--port', '0'])
     try:
         client = OpenAI(api_key='EMPTY', base_url=url)
         assert [m.id for m in client.models.list().data] == ['tiny-chat', 'default-lora', 'pirate']
@@ -75,6 +81,10 @@ def test_seed_generation_model_examples(capsys):
 def test_bad_flag_is_named():
     done = subprocess.run([SWIFTNB, 'deploy', '--prot', '8000'], capture_output=True, text=True)
     assert done.returncode == 2 and '--prot' in done.stderr
+    done = subprocess.run([SWIFTNB, 'deploy', '--adapters', 'run/checkpoint-100', 'run/checkpoint-200'],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        'swiftnb: give one checkpoint (--ckpt_dir C or --adapters C); name the others: --adapters NAME=PATH']
 
 
 def test_parallel_flags_reach_the_engine():
@@ -124,6 +134,13 @@ def test_engine_flags_are_get_vllm_engines_options():
     assert cli.parse_args(['infer', '--vllm_enable_lora']).enable_lora is True
     magic = _parsers()[0]
     assert vars(magic.parse_args(['engine', '--enable_lora', '--max_model_len', '512'])) == {
-        'command': 'engine', 'model_type': None, 'model': None, 'infer_backend': 'vllm', 'enable_lora': True,
-        'max_model_len': 512}
+        'command': 'engine', 'model_type': None, 'model_id_or_path': None, 'infer_backend': 'vllm',
+        'enable_lora': True, 'max_model_len': 512}
+    # ms-swift 4.x's spellings: --model, --infer_backend transformers, every engine flag as --vllm_NAME
+    four = cli.parse_args(['infer', '--model', 'M', '--infer_backend', 'transformers', '--vllm_max_model_len', '8192',
+                           '--vllm_tensor_parallel_size', '2', '--vllm_gpu_memory_utilization', '0.5',
+                           '--max_new_tokens', '64'])
+    assert (four.model_id_or_path, four.max_model_len, four.tensor_parallel_size, four.gpu_memory_utilization,
+            four.max_tokens) == ('M', 8192, 2, 0.5, 64)
+    assert magic.parse_args(['engine', '--model', 'M']).model_id_or_path == 'M'
     assert magic.parse_args(['engine']).enable_lora is defaults['enable_lora']

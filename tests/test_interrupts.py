@@ -58,6 +58,9 @@ DOORS = {
     'widget': ("from swiftnb.widgets import ChatWidget\n"
                "chat = ChatWidget(engine, **LONG)\n"
                f"when_running(FLAG)\n{AGAIN}    chat.send('Tell me a long story.')", 'KeyboardInterrupt'),
+    'ms-swift 4.x': ("when_running(FLAG)\n" + AGAIN +
+                     "    for c in InferEngine(engine).infer([InferRequest([{'role': 'user', 'content': 'Tell me a long "
+                     "story.'}])], RequestConfig(stream=True, **LONG))[0]:\n        pass", 'KeyboardInterrupt'),
     # a %%chat cell is, once IPython has read it, this call (its message is the cell's text); its answer follows
     # the engine's defaults, made long here
     '%%chat': ("engine.generation_config = defaults.model_copy(update=LONG)\n"
@@ -189,9 +192,11 @@ def test_engines_outlive_every_interrupt(tmp_path):
         # in the new kernel, the pt engine: the doors it has
         kernel.output(SETUP)
         kernel.output("engine = get_pt_engine(max_model_len=2048)\n"
-                      "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
+                      "template = get_template('chatml', engine.hf_tokenizer)\nprint(ask())\n"
+                      # the 4.x door renders in the engine loop's thread pool: its one worker is there from now on
+                      "InferEngine(engine).infer([InferRequest([{'role': 'user', 'content': 'Hi'}])])")
         threads = kernel.output("print(sorted(t.name for t in threading.enumerate()))")
-        for door in ('stream', 'batch', 'await', 'widget'):
+        for door in ('stream', 'batch', 'await', 'widget', 'ms-swift 4.x'):
             code, ename = DOORS[door]
             cell, at = interrupt_when_running(kernel, code, tmp_path / f'pt {door}')
             check_short(cell, ename)

@@ -73,7 +73,7 @@ def test_magics_in_a_real_kernel(tmp_path):
     assert out[14].startswith('serving at http://127.0.0.1:') and 'curl http://127.0.0.1:' in out[14]
     assert 'engine: tiny-chat (pt)' in out[15] and 'adapters: kakarot' in out[15] and 'running requests: 0' in out[15]
     assert out[16] == 'server stopped\n' and out[17] == 'adapters: none\n'
-    assert '--infer_backend {vllm,pt}' in out[18]
+    assert '--infer_backend {vllm,pt,transformers}' in out[18] and '--vllm_max_model_len' in out[18]
     assert out[20] == 'True\n'  # %%chat's flags mean what the Python API's settings mean
     assert json.loads(out[22]) == {'tiny-chat': answers['tiny-chat'], 'checkpoint-10': answers['kakarot']}
     assert out[23] == ('swiftnb: the pt engine for tiny-chat has no sleep mode (vLLM engines on CUDA have it); '

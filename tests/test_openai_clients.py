@@ -183,6 +183,19 @@ def test_tool_choice_required_and_a_tool_result(client):
     assert answer.choices[0].message.content == 'It is cloudy in Chengdu, 19 degrees Celsius.'
 
 
+def test_a_streamed_tool_call_adds_up_as_openais_does(client):
+    """vLLM's server streams a call's name and arguments in parts, the pt server the whole call at the end; either
+    way the parts of each call, by index, add up to it."""
+    chunks = list(chat(client, 'What is the weather in Chengdu?', tools=[WEATHER_TOOL], tool_choice='required',
+                       max_tokens=64, stream=True))
+    parts = [call for chunk in chunks for choice in chunk.choices for call in choice.delta.tool_calls or ()]
+    assert {call.index for call in parts} == {0}
+    name = ''.join(call.function.name or '' for call in parts)
+    assert name == 'get_weather' and json.loads(''.join(call.function.arguments or '' for call in parts)) == \
+        {'city': 'Chengdu'}
+    assert [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason] == ['tool_calls']
+
+
 def test_tokenize_detokenize_metrics_version(server, client):
     root = server.url.removesuffix('/v1')
     tokens = httpx.post(f'{root}/tokenize', json={'model': 'tiny-chat', 'prompt': 'Hello!'}).json()

@@ -1,6 +1,6 @@
 """One meaning for every setting at every door: the same settings give the same answer through the Python
-API (a dict), engine.generation_config, the server, ChatWidget and `swiftnb infer`, greedy and sampled,
-on both backends (%%chat: test_magics.py, in a real kernel)."""
+API (a dict), engine.generation_config, ms-swift 4.x's RequestConfig, the server, ChatWidget and `swiftnb infer`
+(in ms-swift 4.x's spellings), greedy and sampled, on both backends (%%chat: test_magics.py, in a real kernel)."""
 import json
 import subprocess
 import sys
@@ -11,7 +11,8 @@ from openai import OpenAI
 
 from conftest import user_env
 
-from swiftnb import GenerationConfig, get_template, inference_vllm, serve
+from swiftnb import (DEMO_MODEL_DIR, GenerationConfig, InferEngine, InferRequest, RequestConfig, get_template,
+                     inference_vllm, serve)
 from swiftnb.widgets import ChatWidget
 
 QUERY = 'Who are you?'
@@ -24,10 +25,16 @@ def python_api(engine, settings) -> str:
     return inference_vllm(engine, template, [{'query': QUERY}], generation_config=settings)[0]['response']
 
 
+def ms_swift_api(engine, request_config) -> str:
+    answer = InferEngine(engine).infer([InferRequest([{'role': 'user', 'content': QUERY}])], request_config)
+    return answer[0].choices[0].message.content
+
+
 @pytest.mark.parametrize('settings', [SAMPLED, GREEDY], ids=['sampled', 'greedy'])
 def test_every_door_gives_the_same_answer(any_engine, settings):
     expected = python_api(any_engine, settings)
     assert expected == python_api(any_engine, GenerationConfig(**settings))  # a GenerationConfig, not a dict
+    assert expected == ms_swift_api(any_engine, RequestConfig(**settings))
 
     saved = any_engine.generation_config
     any_engine.generation_config = saved.model_copy()
@@ -35,6 +42,7 @@ def test_every_door_gives_the_same_answer(any_engine, settings):
         for name, value in settings.items():  # tuned in a cell, as the seed does
             setattr(any_engine.generation_config, name, value)
         assert python_api(any_engine, None) == expected
+        assert ms_swift_api(any_engine, None) == expected == ms_swift_api(any_engine, RequestConfig(temperature=None))
         server = serve(any_engine, port=0)
         try:  # a server takes the engine's sampling defaults too (all but the seed, as vLLM's server does)
             client = OpenAI(api_key='EMPTY', base_url=server.url)
@@ -59,14 +67,18 @@ def test_every_door_gives_the_same_answer(any_engine, settings):
 
 
 def test_swiftnb_infer_gives_the_same_answer(any_engine, tmp_path):
-    """On vLLM, as a user's start (compiling) with vLLM's log let through (SWIFTNB_VLLM_LOGS=1, as
-    show_vllm_logs(True) does in a cell): this process is also test_logs' loud start."""
+    """In ms-swift 4.x's spellings (--model, --infer_backend transformers, --max_new_tokens; test_cli and
+    test_dataset_infer use the seed's). On vLLM, as a user's start (compiling) with vLLM's log let through
+    (SWIFTNB_VLLM_LOGS=1, as show_vllm_logs(True) does in a cell): this process is also test_logs' loud start."""
     dataset = tmp_path / 'questions.jsonl'
     dataset.write_text(json.dumps({'query': QUERY}) + '\n')
     result = tmp_path / 'result.jsonl'
     flags = [f'--{name}={value}' for name, value in SAMPLED.items()]
-    done = subprocess.run([str(Path(sys.executable).with_name('swiftnb')), 'infer', '--infer_backend', any_engine.backend,
-                           '--val_dataset', str(dataset), '--result_path', str(result), *flags],
+    flags = [flag.replace('--max_tokens', '--max_new_tokens') for flag in flags]
+    backend = {'vllm': 'vllm', 'pt': 'transformers'}[any_engine.backend]
+    done = subprocess.run([str(Path(sys.executable).with_name('swiftnb')), 'infer', '--model', str(DEMO_MODEL_DIR),
+                           '--infer_backend', backend, '--val_dataset', str(dataset), '--result_path', str(result),
+                           *flags],
                           capture_output=True, text=True, timeout=600, env=user_env(SWIFTNB_VLLM_LOGS='1'))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(result.read_text())['response'] == python_api(any_engine, SAMPLED)

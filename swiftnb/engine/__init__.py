@@ -7,7 +7,7 @@ from typing import Optional
 from swiftnb.engine import registry
 from swiftnb.engine.adapter_check import AdapterReport, diagnose
 from swiftnb.engine.base import Choice, Delta, Engine, LoRARequest
-from swiftnb.engine.options import PtOptions, VllmOptions, make_options
+from swiftnb.engine.options import BACKENDS, PtOptions, VllmOptions, make_options
 from swiftnb.errors import UsageError
 from swiftnb.model_types import resolve_model
 
@@ -64,10 +64,11 @@ _BUILDERS = {'vllm': get_vllm_engine, 'pt': get_pt_engine}
 
 
 def get_engine(model_type: Optional[str] = None, torch_dtype=None, *, infer_backend: str = 'vllm', **kwargs) -> Engine:
-    """get_vllm_engine or get_pt_engine, picked by `infer_backend`, with that function's keyword arguments."""
-    if infer_backend not in _BUILDERS:
-        raise UsageError(f"infer_backend must be 'vllm' or 'pt', got {infer_backend!r}")
-    return _BUILDERS[infer_backend](model_type, torch_dtype, **kwargs)
+    """get_vllm_engine or get_pt_engine, picked by `infer_backend` ('pt' is ms-swift 4.x's 'transformers'), with
+    that function's keyword arguments."""
+    if infer_backend not in BACKENDS:
+        raise UsageError(f"infer_backend must be one of {', '.join(BACKENDS)}, got {infer_backend!r}")
+    return _BUILDERS[BACKENDS[infer_backend]](model_type, torch_dtype, **kwargs)
 
 
 def check_adapter(path: str, engine: Optional[Engine] = None) -> AdapterReport:

@@ -37,8 +37,9 @@ class VllmOptions:
     data_parallel_size: int = option(1, 'replicas of the model')
     gpu_memory_utilization: float = option(0.9, "the share of the GPU's memory vLLM takes")
     max_model_len: Optional[int] = option(None, "the context length (default: the model's)")
-    max_num_seqs: Optional[int] = None  # None: vLLM's default for the card and for `defaults_for`
-    enforce_eager: bool = False
+    max_num_seqs: Optional[int] = option(None, "the most requests in one batch (default: vLLM's for the device and "
+                                                "for `defaults_for`)")
+    enforce_eager: bool = option(False, 'no CUDA graphs nor compilation: a faster start, slower steps')
     enable_sleep_mode: bool = False  # engine.sleep() / wake_up() free the GPU and take it back (CUDA only)
     distributed_executor_backend: Optional[str] = None  # 'mp': the ranks on this machine; 'ray': on a Ray cluster
     # swiftnb's: a Ray cluster ('host:6379', 'ray://host:10001', 'auto'; None: no cluster unless the backend is 'ray',
@@ -109,20 +110,34 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
-def add_flags(parser, cls, names, renamed: Optional[dict] = None) -> None:
-    """`--name` flags for these fields of `cls`, with their defaults, types and help (`renamed`: {field: the flag's
-    name}, e.g. the seed's --vllm_enable_lora); a true/false field takes `--flag`, `--flag true` or `--flag false`."""
+BACKENDS = {'vllm': 'vllm', 'pt': 'pt', 'transformers': 'pt'}  # ms-swift 4.x calls the pt backend 'transformers'
+
+
+def add_model_flags(parser) -> None:
+    """The flags that pick the model and the backend, for the `swiftnb` command and `%swiftnb engine`: the seed's
+    (2.x) spellings and ms-swift 4.x's (--model, --infer_backend transformers)."""
+    parser.add_argument('--model_type', help="a model type from swiftnb's table (its hub id, template and kind)")
+    parser.add_argument('--model_id_or_path', '--model',
+                        help='a model folder or hub id (with --model_type: its weights)')
+    parser.add_argument('--infer_backend', choices=list(BACKENDS), default='vllm',
+                        help='vllm, or pt (ms-swift 4.x: transformers) for what vLLM cannot load')
+
+
+def add_flags(parser, cls, names) -> None:
+    """`--name` flags for these fields of `cls`, with their defaults, types and help, each also spelt `--vllm_name`
+    (ms-swift's: the seed's --vllm_enable_lora, 4.x's --vllm_max_model_len ...); a true/false field takes `--flag`,
+    `--flag true` or `--flag false`."""
     hints, declared = typing.get_type_hints(cls), {f.name: f for f in fields(cls)}
     for name in names:
         declaration, kind = declared[name], hints[name]
         kind = next(k for k in typing.get_args(kind) if k is not type(None)) if typing.get_args(kind) else kind
         default = None if declaration.default is MISSING else declaration.default
-        flag = '--' + (renamed or {}).get(name, name)
+        flags = (f'--{name}', f'--vllm_{name}')
         if kind is bool:
-            parser.add_argument(flag, dest=name, type=parse_bool, nargs='?', const=True, default=default,
+            parser.add_argument(*flags, dest=name, type=parse_bool, nargs='?', const=True, default=default,
                                 metavar='true|false', help=declaration.metadata.get('help'))
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=default, help=declaration.metadata.get('help'))
+            parser.add_argument(*flags, dest=name, type=kind, default=default, help=declaration.metadata.get('help'))
 
 
 def make_options(cls, caller: str, torch_dtype, kwargs: dict):
