@@ -18,9 +18,14 @@ TEST_WORKERS ?= 2
 CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser lab test bench fuzz demo-model screenshots clean
+.PHONY: setup browser quant-env lab test bench fuzz demo-model screenshots clean
 
 setup: $(VENV)/.installed
+
+# llm-compressor's environment, apart from vLLM's (its pins differ): swiftnb makes it on first use of --quant_bits;
+# made here ahead for the tests (about a minute; swiftnb/quantization.py names the versions).
+quant-env: setup
+	$(PY) -m swiftnb.quantization
 
 # The browser is for the tests only (the lab needs none): Debian's package, installed with apt.
 browser: $(CHROMIUM)
@@ -49,7 +54,7 @@ LAB_ARGS ?=
 lab: setup
 	$(VENV)/bin/jupyter lab $(if $(SUDO),,--allow-root) $(LAB_ARGS) notebooks/
 
-test: setup browser
+test: setup browser quant-env
 	$(PY) -m pytest tests --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks --durations=30 \
 		-n $(TEST_WORKERS) $(PYTEST_ARGS)
 

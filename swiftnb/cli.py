@@ -127,12 +127,20 @@ def _dataset_from_config(ckpt_dir: Optional[str]) -> str:
 
 
 def export(args) -> int:
+    """--merge_lora true: CKPT-merged; --quant_bits 4|8: a quantized folder (of the merge, when both are given)."""
     from swiftnb.export import merge_lora
+    from swiftnb.quantization import quantize
+    source = args.ckpt_dir or args.model
+    if not source or (args.ckpt_dir and args.model):
+        raise UsageError('export takes one source: --ckpt_dir CKPT (or --adapters CKPT), or --model MODEL')
+    if not (args.merge_lora or args.quant_bits):
+        raise UsageError('export merges (--merge_lora true) or quantizes (--quant_bits 4|8), or both')
+    if args.merge_lora:
+        source = merge_lora(source, None if args.quant_bits else args.output_dir)
+        print(f'swiftnb: merged checkpoint written to {source}', flush=True)
     if args.quant_bits:
-        raise UsageError('--quant_bits is not supported yet; export with --merge_lora true alone')
-    if not args.merge_lora:
-        raise UsageError('export does one thing for now: --merge_lora true')
-    print(f'swiftnb: merged checkpoint written to {merge_lora(args.ckpt_dir, args.output_dir)}', flush=True)
+        quantize(source, args.quant_bits, args.quant_method, args.dataset, args.quant_n_samples, args.max_length,
+                 args.output_dir)
     return 0
 
 
@@ -215,11 +223,18 @@ def make_parser() -> argparse.ArgumentParser:
     server_options.add_flags(dep)
     dep.set_defaults(run=deploy)
 
-    exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one', **help_format)
-    exp.add_argument('--ckpt_dir', '--adapters', required=True, help='the LoRA checkpoint to merge')
+    exp = commands.add_parser('export', help='merge a LoRA checkpoint into a full one, quantize a model',
+                              **help_format)
+    exp.add_argument('--ckpt_dir', '--adapters', help='a training checkpoint: LoRA (merged) or full')
+    exp.add_argument('--model', help='a model folder, type or hub id, to quantize')
     exp.add_argument('--merge_lora', type=parse_bool, default=False, help='merge the adapter into the base: true')
-    exp.add_argument('--output_dir', help='default: CKPT_DIR-merged')
-    exp.add_argument('--quant_bits', type=int, default=0, help='quantize the result (not supported yet)')
+    exp.add_argument('--output_dir', help='default: CKPT_DIR-merged, or NAME-METHOD-intBITS beside the checkpoint')
+    exp.add_argument('--quant_bits', type=int, default=0, help='quantize to 4 or 8 bits (llm-compressor)')
+    exp.add_argument('--quant_method', help='4 bits: gptq (default) or awq; 8 bits: w8a8 (default), gptq or fp8')
+    exp.add_argument('--dataset', nargs='+', metavar='FILE.jsonl',
+                     help="calibration rows (the seed's or messages); default: the training's, or the demo's corpus")
+    exp.add_argument('--quant_n_samples', type=int, default=256, help='calibration rows used')
+    exp.add_argument('--max_length', type=int, default=2048, help='tokens of a calibration row used')
     exp.set_defaults(run=export)
 
     app = commands.add_parser('app-ui', help='the chat in a browser tab (a ChatWidget served by Voila)', **help_format)

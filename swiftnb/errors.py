@@ -8,7 +8,7 @@
     │   │   └── UnknownModelError     a model or adapter name the engine does not serve
     │   ├── ModelNotFoundError        (also a FileNotFoundError) no model at that path or hub id
     │   ├── DatasetError              a bad line in a dataset file
-    │   ├── ExportError               a checkpoint that cannot be merged
+    │   ├── ExportError               a checkpoint that cannot be merged or quantized
     │   └── PortError                 (also an OSError) the server cannot listen on that host and port
     ├── EngineStartError (RuntimeError)   vLLM's engine did not start (its root cause and log in the message)
     ├── EngineClosedError (RuntimeError)  the engine was shut down or died (the message says why)

