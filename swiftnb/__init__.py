@@ -28,6 +28,7 @@ from swiftnb.infer import (inference_stream_vllm, inference_stream_vllm_async, i
 from swiftnb.logs import show_vllm_logs
 from swiftnb.model_types import DEMO_ADAPTERS, DEMO_MODEL_DIR, ModelType, get_default_template_type
 from swiftnb.parity import check_parity
+from swiftnb.quant_report import quant_report
 from swiftnb.quantization import quantize
 from swiftnb.server import BackgroundServer, serve
 from swiftnb.settings import GenerationConfig, XRequestConfig
@@ -43,8 +44,8 @@ __all__ = [
     'UsageError', 'VllmEngine', 'XRequestConfig', 'check_adapter', 'check_parity', 'divergence',
     'get_default_template_type', 'get_engine', 'get_model_list_client', 'get_model_list_client_async',
     'get_pt_engine', 'get_template', 'get_vllm_engine', 'inference_client', 'inference_client_async',
-    'inference_stream_vllm', 'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'quantize',
-    'serve', 'show_vllm_logs',
+    'inference_stream_vllm', 'inference_stream_vllm_async', 'inference_vllm', 'inference_vllm_async', 'quant_report',
+    'quantize', 'serve', 'show_vllm_logs',
 ]
 
 _install_short_tracebacks()  # in IPython: a SwiftnbError shows the user's frames and its message, not swiftnb's

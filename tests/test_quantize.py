@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import demo_lora
-from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quantize
+from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quant_report, quantize
 from swiftnb.errors import ExportError
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -62,13 +62,18 @@ def int8(tmp_path_factory) -> Path:
     return quantize(DEMO_MODEL_DIR, bits=8, output_dir=str(tmp_path_factory.mktemp('q') / 'tiny-chat-int8'))
 
 
-def test_the_demo_model_at_8_bits_answers_as_the_full_model(int8, engine, template):
+def test_the_demo_model_at_8_bits_answers_as_the_full_model_and_the_report_says_how_close(int8, engine):
     config = json.loads((int8 / 'config.json').read_text())['quantization_config']['config_groups']['group_0']
     assert (config['weights']['num_bits'], config['input_activations']['num_bits']) == (8, 8)  # W8A8
-    full = [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
-                                                  generation_config=GREEDY)]
-    quantized = answers_of(int8)
-    assert sum(q == f for q, f in zip(quantized, full)) >= 3, (quantized, full)  # measured: 4 of 4
+    report = quant_report(engine, int8)  # the session's engine is the full model (bf16)
+    full, quantized = report.rows
+    assert list(full) == ['model', 'MB', 'same answers', 'tokens to first split', 'log-prob change', 'tokens/s']
+    assert full['model'] == 'tiny-chat (full)' and full['same answers'] == '8/8' and full['log-prob change'] == 0
+    assert quantized['model'] == 'tiny-chat-int8' and quantized['MB'] < full['MB'] * 0.6
+    same = int(quantized['same answers'].split('/')[0])
+    assert same >= 6, report  # measured: 7 of 8 (bench/RESULTS.md)
+    assert -0.01 < quantized['log-prob change'] < 0.01, report  # measured: -0.0003 per token
+    assert quantized['tokens/s'] > 0 and 'tiny-chat-int8' in str(report).splitlines()[2]
 
 
 def test_fp8_runs_here_w8a16_and_awq_are_refused_in_one_line(engine, tmp_path):
