@@ -144,3 +144,27 @@ def test_bad_input_is_a_short_error_and_the_engine_goes_on(any_engine):
     digits = front.infer([InferRequest(WHO)], RequestConfig(max_tokens=5, temperature=0,
                                                              structured_outputs_regex='[0-9]{3}'))[0]
     assert digits.choices[0].message.content.isdigit()
+
+
+def test_the_examples_in_a_real_kernel():
+    """As a user runs a file from a cell: `%run demo.py` and `%run demo_lora.py` as shipped (the transformers
+    backend), then demo.py's functions on a VllmEngine the kernel makes (ms-swift's own vLLM line asks for
+    max_model_len=8192; the demo model allows 2048, so that number changes with the model)."""
+    from jupyter_kernels import Kernel
+    kernel = Kernel()
+    try:
+        out = kernel.run(f'%cd {EXAMPLES}\n%run demo.py\n%run demo_lora.py', timeout=300)
+        assert out.error is None, out.traceback
+        assert 'response0: The capital of Zhejiang is Hangzhou.' in out.text and 'lora1-response: I am Kakarot' in \
+            out.text and 'lora2-response: Arr, matey!' in out.text, out.text[-3000:]
+        out = kernel.run('%run -i -n demo.py\n'  # its functions, in the cell's namespace: the imports above
+                         'from swiftnb.infer_engine import VllmEngine\n'
+                         'engine = VllmEngine(model, max_model_len=2048)\n'
+                         "infer_batch(engine, [InferRequest(messages=[{'role': 'user', 'content': 'Hello!'}])])\n"
+                         "infer_stream(engine, InferRequest(messages=[{'role': 'user', 'content': 'who are you?'}]))\n"
+                         'print(engine.engine.backend)', timeout=300)
+        assert out.error is None, out.traceback
+        assert 'response0: Hello! I am a tiny demo model.' in out.text and 'response: I am Tiny Chat' in out.text
+        assert out.text.strip().endswith('vllm'), out.text[-3000:]
+    finally:
+        kernel.shutdown()
