@@ -21,7 +21,6 @@ a model object for TransformersEngine (give its folder) and a hub revision or to
 """
 import asyncio
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Optional, Union
@@ -33,7 +32,7 @@ from swiftnb.engine import Engine, LoRARequest, get_pt_engine, get_vllm_engine
 from swiftnb.engine.options import VllmOptions
 from swiftnb.errors import AdapterError, SettingsError, UsageError
 from swiftnb.infer import settings_for
-from swiftnb.model_types import MODELS, resolve_checkpoint
+from swiftnb.model_types import MODELS, resolve_checkpoint, training_args
 from swiftnb.settings import GenerationConfig, XRequestConfig
 from swiftnb.template import Template, get_template
 
@@ -231,18 +230,9 @@ class BaseArguments:
     def from_pretrained(cls, checkpoint: str) -> 'BaseArguments':
         model_type, model, _ = resolve_checkpoint(checkpoint)
         info = MODELS.get(model_type)
-        recorded = _training_args(Path(checkpoint))
+        recorded = training_args(checkpoint)
         return cls(model=info.hub_id if info else model, system=recorded.get('system'),
                    template=recorded.get('template') or recorded.get('template_type') or (info and info.template_type))
-
-
-def _training_args(checkpoint: Path) -> dict:
-    """ms-swift's record of the training run (args.json in 3.x/4.x, sft_args.json in 2.x), beside or above."""
-    for folder in (checkpoint, checkpoint.parent):
-        for name in ('args.json', 'sft_args.json'):
-            if (folder / name).is_file():
-                return json.loads((folder / name).read_text())
-    return {}
 
 
 class InferStats:

@@ -151,3 +151,14 @@ def run_checkpoints(run_dir: str) -> dict[str, str]:
         number = folder.name.removeprefix('checkpoint-')
         return (0, int(number), '') if number.isdigit() else (1, 0, number)
     return {p.name: str(p.resolve()) for p in sorted(found, key=step)}
+
+
+def training_args(checkpoint) -> dict:
+    """ms-swift's record of a training run (args.json in 3.x/4.x, sft_args.json in 2.x), beside the checkpoint or in
+    the run folder above it; {} where there is none."""
+    import json
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        for name in ('args.json', 'sft_args.json'):
+            if (folder / name).is_file():
+                return json.loads((folder / name).read_text())
+    return {}

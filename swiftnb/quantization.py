@@ -44,7 +44,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
     of messages), else on the checkpoint's recorded dataset, else on the demo model's own corpus. Returns the folder
     (default: beside a checkpoint, else in the current folder: NAME-METHOD-int4)."""
     from swiftnb.export import merge_lora
-    from swiftnb.model_types import MODELS, resolve_checkpoint, resolve_model
+    from swiftnb.model_types import MODELS, resolve_checkpoint, resolve_model, training_args
     method = _check_method(bits, method)
     given = Path(model).expanduser()
     lora = given.is_dir() and (given / 'adapter_config.json').is_file()
@@ -55,7 +55,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
         model_type, folder = (resolve_model(str(model), None) if str(model) in MODELS
                               else resolve_model(None, str(model)))
         source = Path(folder)
-    model_type = _recorded(source).get('model_type') or model_type  # a merged checkpoint: its training's type
+    model_type = training_args(source).get('model_type') or model_type  # a merged checkpoint: its training's type
     name = source.name
     # beside a checkpoint or model folder the user named (as merge writes CKPT-merged); else (a hub id, the demo
     # model inside the package) in the current folder, as ms-swift does
@@ -165,17 +165,10 @@ def _rows(file) -> list[list[dict]]:
     return rows
 
 
-def _recorded(folder: Path) -> dict:
-    """The arguments a training run recorded (ms-swift's sft_args.json), beside the checkpoint or above it."""
-    for directory in (folder, folder.parent):
-        if (directory / 'sft_args.json').is_file():
-            return json.loads((directory / 'sft_args.json').read_text())
-    return {}
-
-
 def _recorded_dataset(folder: Path) -> list[str]:
     """The local dataset files the training recorded."""
-    args = _recorded(folder)
+    from swiftnb.model_types import training_args
+    args = training_args(folder)
     return [f for key in ('dataset', 'val_dataset') for f in _as_list(args.get(key)) if Path(f).is_file()]
 
 
