@@ -166,8 +166,10 @@ def test_engines_outlive_every_interrupt(tmp_path):
         reader = threading.Thread(target=read)
         reader.start()
         assert settles(lambda: chunks or json.loads(kernel.output('print(engine.num_running)')), 30)
-        msg = kernel.start('time.sleep(30)')
-        time.sleep(0.5)
+        # the interrupt waits for the cell to run: one sent before would reach the idle kernel (seen under CI's load)
+        sleeping = tmp_path / 'sleeping'
+        msg = kernel.start(f"open({str(sleeping)!r}, 'w').close()\ntime.sleep(30)")
+        assert settles(sleeping.exists, 60)
         kernel.interrupt()
         assert kernel.wait(msg).error['ename'] == 'KeyboardInterrupt'
         kernel.interrupt()  # the kernel is idle now
