@@ -11,7 +11,6 @@ ms-swift 4.x's spellings mean the same: --model P, --adapters C [NAME=PATH ...],
 """
 import argparse
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -114,16 +113,14 @@ def infer(args) -> int:
 
 
 def _dataset_from_config(ckpt_dir: Optional[str]) -> str:
-    """The validation set a training run recorded in sft_args.json (ms-swift's --load_dataset_config)."""
-    for folder in filter(None, [ckpt_dir and Path(ckpt_dir), ckpt_dir and Path(ckpt_dir).parent]):
-        config = folder / 'sft_args.json'
-        if config.is_file():
-            val = json.loads(config.read_text()).get('val_dataset')
-            val = val[0] if isinstance(val, list) and val else val
-            if val:
-                return val
-    raise UsageError(f'--load_dataset_config found no sft_args.json with a val_dataset for '
-                     f'--ckpt_dir {ckpt_dir!r}; pass --val_dataset FILE.jsonl')
+    """The validation set the training run recorded (ms-swift's --load_dataset_config)."""
+    from swiftnb.model_types import training_args
+    val = training_args(ckpt_dir).get('val_dataset') if ckpt_dir else None
+    val = val[0] if isinstance(val, list) and val else val
+    if not val:
+        raise UsageError(f'--load_dataset_config found no args.json or sft_args.json with a val_dataset for '
+                         f'--ckpt_dir {ckpt_dir!r}; pass --val_dataset FILE.jsonl')
+    return val
 
 
 def export(args) -> int:
@@ -211,7 +208,7 @@ def make_parser() -> argparse.ArgumentParser:
     inf.add_argument('--stream', type=parse_bool, default=True, help='show the answer as it is written (true/false)')
     inf.add_argument('--val_dataset', help='a jsonl of {"query", "history"?, "system"?, "response"?} rows')
     inf.add_argument('--load_dataset_config', type=parse_bool, default=False,
-                     help="take --val_dataset from the checkpoint's sft_args.json")
+                     help="take --val_dataset from the checkpoint's args.json or sft_args.json")
     inf.add_argument('--show_dataset_sample', type=int, default=-1, help='rows to run (-1: all)')
     inf.add_argument('--result_path', help='default: CKPT_DIR/infer_result/TIME.jsonl')
     inf.set_defaults(run=infer)

@@ -153,6 +153,13 @@ def run_checkpoints(run_dir: str) -> dict[str, str]:
     return {p.name: str(p.resolve()) for p in sorted(found, key=step)}
 
 
+def quantization_config(model_dir) -> dict:
+    """A model folder's quantization_config (config.json); {} for a full model."""
+    import json
+    config = Path(model_dir) / 'config.json'
+    return (json.loads(config.read_text()).get('quantization_config') or {}) if config.is_file() else {}
+
+
 def training_args(checkpoint) -> dict:
     """ms-swift's record of a training run (args.json in 3.x/4.x, sft_args.json in 2.x), beside the checkpoint or in
     the run folder above it; {} where there is none."""

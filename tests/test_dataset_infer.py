@@ -29,9 +29,27 @@ def test_bad_lines_are_named_and_the_sample_limit_holds(tmp_path):
     assert [r['query'] for r in read_rows(str(good), 2)] == [ROWS[0]['query'], ROWS[1]['query']]
     assert read_rows(str(good))[0]['label'] == 'Hangzhou'
     for bad, words in [('not json', 'line 2: not JSON'), ('{"question": "hi"}', "line 2: needs a 'query'"),
-                       ('{"query": "hi", "history": ["x"]}', "line 2: 'history' must be")]:
+                       ('{"query": "hi", "history": ["x"]}', "line 2: 'history' must be"),
+                       ('{"messages": [{"role": "assistant", "content": "hi"}]}', r"line 2: 'messages' must be a "
+                        r"system message \(optional\), then user and assistant turns, .* got the roles \['assistant'\]"),
+                       ('{"messages": "hi"}', "line 2: 'messages' must be a list")]:
         with pytest.raises(DatasetError, match=words):
             read_rows(str(write_jsonl(tmp_path / 'bad.jsonl', [ROWS[0], bad])))
+    with pytest.raises(DatasetError, match=r'missing.jsonl: no such file'):
+        read_rows(str(tmp_path / 'missing.jsonl'))
+
+
+def test_ms_swift_4_messages_rows_read_as_the_seeds_rows(tmp_path):
+    """ms-swift 3.x/4.x's {'messages'} rows: a system message, turns, the last assistant message the reference."""
+    messages = [{'messages': [{'role': 'user', 'content': ROWS[0]['query']},
+                              {'role': 'assistant', 'content': 'Hangzhou'}]},
+                {'messages': [{'role': 'user', 'content': ROWS[1]['history'][0][0]},
+                              {'role': 'assistant', 'content': ROWS[1]['history'][0][1]},
+                              {'role': 'user', 'content': ROWS[1]['query']}]},
+                {'messages': [{'role': 'system', 'content': ROWS[2]['system']},
+                              {'role': 'user', 'content': ROWS[2]['query']}]}]
+    assert read_rows(str(write_jsonl(tmp_path / 'm.jsonl', messages))) == \
+        read_rows(str(write_jsonl(tmp_path / 's.jsonl', ROWS)))
 
 
 def test_results_come_in_the_datasets_order_and_equal_the_inference_api(pt_engine, template, tmp_path):

