@@ -69,5 +69,6 @@ def _write_merged(base_dir: str, lora_path: str, folder: Path) -> None:
         GenerationConfig.from_pretrained(base_dir).save_pretrained(folder)
     except OSError:  # the base has no generation_config.json: neither will the merge
         pass
-    if (Path(lora_path) / 'sft_args.json').is_file():  # the training arguments, for --load_dataset_config
-        shutil.copy(Path(lora_path) / 'sft_args.json', folder)
+    for record in ('sft_args.json', 'args.json'):  # the training's record (2.x, 3.x/4.x), for --load_dataset_config
+        if (Path(lora_path) / record).is_file():
+            shutil.copy(Path(lora_path) / record, folder)

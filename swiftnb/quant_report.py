@@ -10,6 +10,7 @@ by each model (vLLM's prompt log-probabilities of those tokens): the mean log-pr
 far a model's beliefs moved even where its greedy answer did not.
 """
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Sequence, Union
@@ -41,8 +42,10 @@ class QuantReport:
 
 
 def quant_report(full: Union[Engine, str, Path], quantized: Union[str, Path, Sequence], prompts=PROMPTS,
-                 max_tokens: int = 64) -> QuantReport:
-    """The quantized folders against the full model (a vLLM engine, or its folder) on `prompts`, greedily."""
+                 max_tokens: int = 64, **engine_options) -> QuantReport:
+    """The quantized folders against the full model (a vLLM engine, or its folder) on `prompts`, greedily.
+    `engine_options` (get_vllm_engine's) go to the engines started here; on a GPU the live engine shares, their
+    gpu_memory_utilization is what the live one leaves free, less room for CUDA itself, unless given."""
     from swiftnb.engine.options import VllmOptions
     from swiftnb.engine.vllm import VllmEngine
     folders = [Path(quantized)] if isinstance(quantized, (str, Path)) else [Path(q) for q in quantized]
@@ -55,7 +58,8 @@ def quant_report(full: Union[Engine, str, Path], quantized: Union[str, Path, Seq
     models = [full, *folders]
     results, template = {}, None
     for model in models:
-        engine = model if isinstance(model, Engine) else VllmEngine(Path(model).name, str(model), VllmOptions())
+        engine = model if isinstance(model, Engine) else VllmEngine(Path(model).name, str(model),
+                                                                    VllmOptions(**_room(engine_options)))
         try:
             template = template or engine.template  # the full model's, for every model: the same prompts
             name = _name(model) + (' (full)' if not results else '')
@@ -107,6 +111,26 @@ async def _prompt_logprobs(engine: Engine, ids: list, config) -> list:
         if delta.prompt_logprobs is not None:
             return delta.prompt_logprobs
     raise RuntimeError('the engine sent no prompt log-probabilities')
+
+
+def _room(options: dict) -> dict:
+    """The GPU memory that is free now, less 1.5 GiB, for an engine started beside a live one (vLLM takes its
+    gpu_memory_utilization of the whole card and refuses to start where that much is not free). NVML reads it
+    without starting CUDA in this process, which would hold memory of its own and make vLLM spawn its engine core."""
+    if 'gpu_memory_utilization' in options:
+        return options
+    try:
+        from vllm.third_party import pynvml  # vLLM's own copy of NVIDIA's bindings
+        pynvml.nvmlInit()
+    except Exception:  # no NVIDIA GPU here (or no NVML): vLLM's default
+        return options
+    try:
+        memory = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
+    finally:
+        pynvml.nvmlShutdown()
+    # the new engine's processes take about 0.5 GiB for CUDA itself before vLLM measures what is free (H100, 0.26)
+    share = max(memory.free - 1.5 * 2**30, 0) / memory.total
+    return {**options, 'gpu_memory_utilization': math.floor(share * 100) / 100}
 
 
 def _split(a: list, b: list) -> int:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,8 @@ def _is_package_asset(path: Path) -> bool:
 
 
 def _check_not_quantized(folder: Path) -> None:
-    config = folder / 'config.json'
-    quantization = json.loads(config.read_text()).get('quantization_config') if config.is_file() else None
+    from swiftnb.model_types import quantization_config
+    quantization = quantization_config(folder)
     if quantization:
         kind = quantization.get('quant_method', 'quantized')
         raise ExportError(f'{folder} is already quantized ({kind}); quantize the full model it was made from')
@@ -124,7 +125,7 @@ def _calibration_texts(folder: Path, model_type: Optional[str], dataset, n_sampl
     from swiftnb.model_types import get_default_template_type
     from swiftnb.template import get_template
     files = [dataset] if isinstance(dataset, (str, Path)) else list(dataset or []) or _recorded_dataset(folder)
-    rows = [row for file in files for row in _rows(file)] if files else _demo_rows(model_type)
+    rows = [row for file in files for row in _rows(file)] if files else _demo_rows(model_type, folder)
     if not rows:
         raise ExportError(f'--dataset {", ".join(map(str, files))}: no rows; give a .jsonl of {{"query", "response"}} '
                           'or {"messages"} rows')
@@ -141,28 +142,12 @@ def _calibration_texts(folder: Path, model_type: Optional[str], dataset, n_sampl
 
 
 def _rows(file) -> list[list[dict]]:
-    """A .jsonl file's rows as messages: the seed's {'query', 'response', 'history', 'system'}, or {'messages'}."""
+    """A .jsonl file's rows (dataset_infer's reader and rules) as messages, the answer last."""
+    from swiftnb.dataset_infer import read_rows
     from swiftnb.template import to_messages
-    path = Path(file).expanduser()
-    if not path.is_file():
-        raise ExportError(f'--dataset {file}: no such file; give a .jsonl of {{"query", "response"}} rows')
-    rows = []
-    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ExportError(f'--dataset {file}, line {number}: not JSON ({error.msg})') from None
-        if isinstance(row, dict) and isinstance(row.get('messages'), list) and row['messages']:
-            rows.append(row['messages'])
-        elif isinstance(row, dict) and isinstance(row.get('query'), str):
-            messages = to_messages(row['query'], row.get('history'), row.get('system'))
-            rows.append(messages + ([{'role': 'assistant', 'content': row['response']}] if row.get('response')
-                                    else []))
-        else:
-            raise ExportError(f'--dataset {file}, line {number}: needs "query" (and "response") or "messages"')
-    return rows
+    return [to_messages(row['query'], row['history'], row['system']) +
+            ([{'role': 'assistant', 'content': row['label']}] if row['label'] else [])
+            for row in read_rows(str(Path(file).expanduser()))]
 
 
 def _recorded_dataset(folder: Path) -> list[str]:
@@ -176,9 +161,10 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value] if value else []
 
 
-def _demo_rows(model_type: Optional[str]) -> list[list[dict]]:
-    from swiftnb.model_types import DEFAULT_MODEL_TYPE
-    if model_type != DEFAULT_MODEL_TYPE:
+def _demo_rows(model_type: Optional[str], folder: Path) -> list[list[dict]]:
+    """The demo corpus, for the demo model and what was made from it (a merged adapter: its word tokenizer)."""
+    from swiftnb.model_types import DEFAULT_MODEL_TYPE, DEMO_MODEL_DIR
+    if model_type != DEFAULT_MODEL_TYPE and _vocabulary(folder) != _vocabulary(DEMO_MODEL_DIR):
         raise ExportError('quantizing needs calibration rows like the ones the model will see: give --dataset '
                           'FILE.jsonl (the seed\'s {"query", "response"} rows, or {"messages"})')
     from swiftnb.assets.corpus import base_conversations
@@ -188,6 +174,11 @@ def _demo_rows(model_type: Optional[str]) -> list[list[dict]]:
         *history, (query, response) = conversation
         rows.append(to_messages(query, history) + [{'role': 'assistant', 'content': response}])
     return rows
+
+
+def _vocabulary(folder: Path) -> Optional[dict]:
+    tokenizer = folder / 'tokenizer.json'
+    return json.loads(tokenizer.read_text()).get('model', {}).get('vocab') if tokenizer.is_file() else None
 
 
 def quant_env() -> Path:
@@ -254,8 +245,18 @@ def _run_worker(python: Path, request: dict, name: str) -> None:
             if bar.get('bar') is not None:
                 bar['bar'].close()
         if code != 0:
-            raise ExportError(f'llm-compressor could not quantize {name}: '
-                              f'{error or _last_line(log) or f"its process ended with {code}"}')
+            killed = f'its process was killed ({signal.Signals(-code).name})' if code < 0 else None
+            cause = error or killed or _last_line(log) or f'its process ended with {code}'
+            raise ExportError(f'llm-compressor could not quantize {name}: {cause}{_fix(cause, request["output"])}')
+
+
+def _fix(cause: str, output: str) -> str:
+    """What to do, for the causes that have one answer."""
+    if 'No space left on device' in cause:
+        return f'; free space in {Path(output).parent.parent} or pass an --output_dir on another disk'
+    if 'SIGKILL' in cause:
+        return '; the system kills a process that runs out of memory so: close other programs and quantize again'
+    return ''
 
 
 _LAYER = re.compile(r'\((\d+)/(\d+)\): Propagating')

