@@ -46,6 +46,10 @@ else
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 endif
 	$(PIP) install -q -e '.[dev]'
+	# rfc3987-syntax, jsonschema's optional IRI checker (jupyter-events asks for it), builds an Earley parser whenever
+	# jsonschema is imported: 2.5 s here, in each of a vLLM engine's three processes (vLLM imports ray, ray imports
+	# jsonschema). Nothing here checks IRI formats; bench/RESULTS.md has what it cost make test.
+	$(PIP) uninstall -q -y rfc3987-syntax
 	$(PY) -c "import transformers.models.qwen2, vllm, swiftnb; print('environment ready:', vllm.__version__)"
 	touch $@
 

@@ -158,8 +158,8 @@ def test_a_dead_engine_core_is_reported_and_the_kernel_can_start_again():
     assert settles(lambda: all(_gone(p) for p in ours), 10)
 
 
-def _deploy() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-m', 'swiftnb.cli', 'deploy', '--port', '0'],
+def _deploy(*flags) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-m', 'swiftnb.cli', 'deploy', '--port', '0', *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -174,9 +174,11 @@ def _serving_url(process: subprocess.Popen) -> str:
 
 @pytest.mark.slow
 def test_a_deploy_stops_on_sigterm_within_10_seconds_and_a_killed_one_takes_its_engine_along():
-    """SIGTERM (docker stop, systemd) stops a deploy at once, ending its streams (Ctrl-C: test_cli); SIGKILL leaves
-    no engine process behind. The two deploys start together (the engine's start is most of the time)."""
-    stopped, killed = _deploy(), _deploy()
+    """SIGTERM (docker stop, systemd) stops a deploy at once, ending its streams; SIGKILL leaves no engine process
+    behind. A deploy stops on SIGTERM as on Ctrl-C (one handler, cli._stop_on_signals; test_cli stops a vLLM and a pt
+    deploy with SIGINT), so the SIGTERM'd one is a pt deploy, which starts in seconds; the killed one is vLLM's,
+    whose engine processes must go with it. The two start together."""
+    stopped, killed = _deploy('--infer_backend', 'pt'), _deploy()
     try:
         stop_with_streams_in_flight(stopped, _serving_url(stopped), signal.SIGTERM)
         assert 'swiftnb: stopped (8 requests cut off)' in stopped.stdout.read()
