@@ -3,6 +3,7 @@ generation settings) with the fields of OpenAI's requests and vLLM's extras arou
 fields are ignored, as OpenAI clients send some; ranges are GenerationConfig's. Responses are the
 `openai` package's own types.
 """
+import os
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,9 +34,12 @@ class _Request(GenerationConfig):
 
     @field_validator('stop')
     @classmethod
-    def _at_most_four(cls, stop):
-        if isinstance(stop, list) and len(stop) > 4:  # OpenAI's limit, which vLLM's server keeps too
-            raise ValueError(f'at most 4 stop strings, got {len(stop)}')
+    def _max_stop_strings(cls, stop):
+        # vLLM's server's limit (vllm.envs.VLLM_MAX_STOP_STRINGS, OpenAI's 4 unless set), read as vLLM reads it: the pt
+        # server does not import vLLM, which may not be installed
+        limit = int(os.environ.get('VLLM_MAX_STOP_STRINGS', '4'))
+        if isinstance(stop, list) and len(stop) > limit:
+            raise ValueError(f'at most {limit} stop strings (VLLM_MAX_STOP_STRINGS), got {len(stop)}')
         return stop  # one with a lone surrogate never comes here: the request guard refuses it (guard.py)
 
     @field_validator('logit_bias', 'min_tokens')
