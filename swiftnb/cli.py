@@ -206,7 +206,8 @@ def make_parser() -> argparse.ArgumentParser:
     _model_args(inf)
     _generation_args(inf)
     inf.add_argument('--stream', type=parse_bool, default=True, help='show the answer as it is written (true/false)')
-    inf.add_argument('--val_dataset', help='a jsonl of {"query", "history"?, "system"?, "response"?} rows')
+    inf.add_argument('--val_dataset',
+                     help='a jsonl of {"query", "history"?, "system"?, "response"?} or {"messages"} rows')
     inf.add_argument('--load_dataset_config', type=parse_bool, default=False,
                      help="take --val_dataset from the checkpoint's args.json or sft_args.json")
     inf.add_argument('--show_dataset_sample', type=int, default=-1, help='rows to run (-1: all)')

