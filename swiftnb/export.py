@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from swiftnb.errors import ExportError
-from swiftnb.model_types import resolve_checkpoint, resolve_model
+from swiftnb.model_types import copy_training_records, resolve_checkpoint, resolve_model
 
 
 def merged_dir_for(ckpt_dir: str) -> Path:
@@ -69,6 +69,4 @@ def _write_merged(base_dir: str, lora_path: str, folder: Path) -> None:
         GenerationConfig.from_pretrained(base_dir).save_pretrained(folder)
     except OSError:  # the base has no generation_config.json: neither will the merge
         pass
-    for record in ('sft_args.json', 'args.json'):  # the training's record (2.x, 3.x/4.x), for --load_dataset_config
-        if (Path(lora_path) / record).is_file():
-            shutil.copy(Path(lora_path) / record, folder)
+    copy_training_records(lora_path, folder)

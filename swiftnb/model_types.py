@@ -160,12 +160,24 @@ def quantization_config(model_dir) -> dict:
     return (json.loads(config.read_text()).get('quantization_config') or {}) if config.is_file() else {}
 
 
+TRAINING_RECORDS = ('args.json', 'sft_args.json')  # ms-swift's record of a training run: 3.x/4.x's, 2.x's
+
+
 def training_args(checkpoint) -> dict:
-    """ms-swift's record of a training run (args.json in 3.x/4.x, sft_args.json in 2.x), beside the checkpoint or in
-    the run folder above it; {} where there is none."""
+    """ms-swift's record of a training run, beside the checkpoint or in the run folder above it; {} where there is
+    none."""
     import json
     for folder in (Path(checkpoint), Path(checkpoint).parent):
-        for name in ('args.json', 'sft_args.json'):
+        for name in TRAINING_RECORDS:
             if (folder / name).is_file():
                 return json.loads((folder / name).read_text())
     return {}
+
+
+def copy_training_records(checkpoint, folder) -> None:
+    """The training's records beside `checkpoint` into a folder made from it (merged, quantized): what
+    --load_dataset_config and a later export read."""
+    import shutil
+    for name in TRAINING_RECORDS:
+        if (Path(checkpoint) / name).is_file():
+            shutil.copy(Path(checkpoint) / name, folder)

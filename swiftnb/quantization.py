@@ -45,7 +45,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
     of messages), else on the checkpoint's recorded dataset, else on the demo model's own corpus. Returns the folder
     (default: beside a checkpoint, else in the current folder: NAME-METHOD-int4)."""
     from swiftnb.export import merge_lora
-    from swiftnb.model_types import MODELS, resolve_checkpoint, resolve_model, training_args
+    from swiftnb.model_types import MODELS, copy_training_records, resolve_checkpoint, resolve_model, training_args
     method = _check_method(bits, method)
     given = Path(model).expanduser()
     lora = given.is_dir() and (given / 'adapter_config.json').is_file()
@@ -79,9 +79,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
         _run_worker(python, {'model': str(full), 'output': str(quantized), 'scheme': METHODS[bits][method],
                              'method': 'gptq' if method == 'w8a8' else method, 'smoothquant': method == 'w8a8',
                              'texts': texts, 'max_length': max_length}, name)
-        for record in ('sft_args.json', 'args.json'):  # the training's record, for --load_dataset_config
-            if (source / record).is_file():
-                shutil.copy(source / record, quantized)
+        copy_training_records(source, quantized)
         quantized.chmod(0o755)  # mkdtemp's folder is private; a checkpoint is read like any model folder
         for file in quantized.rglob('*'):
             file.chmod(0o755 if file.is_dir() else 0o644)
