@@ -41,6 +41,9 @@ def lab(tmp_path_factory):
     settings = root / '.settings' / '@jupyterlab' / 'apputils-extension'
     settings.mkdir(parents=True)  # no "get notified about Jupyter news?" toast over the screenshots
     (settings / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false"}')
+    tracker = root / '.settings' / '@jupyterlab' / 'notebook-extension'
+    tracker.mkdir(parents=True)  # the notebook's kernel starts without a "Select Kernel" dialog
+    (tracker / 'tracker.jupyterlab-settings').write_text('{"autoStartDefaultKernel": true}')
     port, token = free_port(), 'swiftnb-test'
     env = {'JUPYTER_CONFIG_DIR': str(root / '.config'), 'JUPYTERLAB_SETTINGS_DIR': str(root / '.settings'),
            'JUPYTERLAB_WORKSPACES_DIR': str(root / '.workspaces'), 'JUPYTER_RUNTIME_DIR': str(root / '.runtime')}
@@ -69,13 +72,18 @@ def run_all_cells(page, tries: int = 3):
 
 
 def dismiss_dialogs(page) -> None:
-    """A JupyterLab dialog in front of the menu (seen once in CI under load, after a first Run All Cells that showed
-    no prompt within 20 s: a modal intercepted the next click) is named in the test's output and closed (Escape),
-    so that the widgets' test goes on."""
+    """A JupyterLab dialog in front of the menu (seen in CI under load: a modal intercepted the next click) is named
+    in the test's output and answered with its buttons: "Select Kernel" (seen once in CI, where Escape left it open)
+    with the notebook's Python 3, any other with its cancel button, so that the widgets' test goes on."""
     for dialog in page.locator('.jp-Dialog').all():
         if dialog.is_visible():
-            print('JupyterLab dialog in the way:', ' | '.join(dialog.inner_text().split('\n')))
-            page.keyboard.press('Escape')
+            text = dialog.inner_text()
+            print('JupyterLab dialog in the way:', ' | '.join(text.split('\n')))
+            if 'Select Kernel' in text:
+                dialog.locator('select').select_option(label='Python 3 (ipykernel)')
+                dialog.locator('.jp-Dialog-button.jp-mod-accept').click()
+            else:
+                dialog.locator('.jp-Dialog-button.jp-mod-reject').first.click()
             dialog.wait_for(state='hidden', timeout=10_000)
 
 
