@@ -36,16 +36,20 @@ def merge_lora(ckpt_dir: str, output_dir: Optional[str] = None, base_dir: Option
     staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}-', dir=output.parent))
     try:
         _write_merged(base_dir, lora_path, staging)
-        # mkdtemp makes the folder private and safetensors writes its file 0600: a checkpoint is read like any
-        # model folder (by a server's user, a container, a colleague)
-        staging.chmod(0o755)
-        for file in staging.rglob('*'):
-            file.chmod(0o755 if file.is_dir() else 0o644)
-        staging.rename(output)
+        publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def publish(folder: Path, output: Path) -> None:
+    """A finished folder renamed into place, readable as any model folder is (by a server's user, a container, a
+    colleague): mkdtemp makes it private and safetensors writes its files 0600."""
+    folder.chmod(0o755)
+    for file in folder.rglob('*'):
+        file.chmod(0o755 if file.is_dir() else 0o644)
+    folder.rename(output)
 
 
 def _write_merged(base_dir: str, lora_path: str, folder: Path) -> None:

@@ -44,7 +44,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
     (4: 'gptq' or 'awq'; 8: 'w8a8', 'gptq' or 'fp8'); calibrated on `dataset` (.jsonl files of the seed's rows or
     of messages), else on the checkpoint's recorded dataset, else on the demo model's own corpus. Returns the folder
     (default: beside a checkpoint, else in the current folder: NAME-METHOD-int4)."""
-    from swiftnb.export import merge_lora
+    from swiftnb.export import merge_lora, publish
     from swiftnb.model_types import MODELS, copy_training_records, resolve_checkpoint, resolve_model, training_args
     method = _check_method(bits, method)
     given = Path(model).expanduser()
@@ -80,10 +80,7 @@ def quantize(model: Union[str, Path], bits: int = 4, method: Optional[str] = Non
                              'method': 'gptq' if method == 'w8a8' else method, 'smoothquant': method == 'w8a8',
                              'texts': texts, 'max_length': max_length}, name)
         copy_training_records(source, quantized)
-        quantized.chmod(0o755)  # mkdtemp's folder is private; a checkpoint is read like any model folder
-        for file in quantized.rglob('*'):
-            file.chmod(0o755 if file.is_dir() else 0o644)
-        quantized.rename(output)
+        publish(quantized, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f'swiftnb: {name} quantized to {bits} bits ({method}: {METHODS[bits][method]}) in '
