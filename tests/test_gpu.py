@@ -82,8 +82,8 @@ def test_serve_with_the_openai_sdk_and_disconnect_aborts(gpu_engine):
 @pytest.mark.skipif(not QUANTIZED, reason='needs SWIFTNB_QUANTIZED: a folder of what swiftnb.quantize wrote on the CPU '
                                           'machine (the card has no llm-compressor)')
 def test_quantized_folders_answer_as_the_full_model_beside_the_live_engine(gpu_engine):
-    """W4A16 (GPTQ) and FP8 folders quantized on the CPU machine, on vLLM 0.26 here: quant_report starts each beside
-    the live engine, in the memory it leaves free."""
+    """What swiftnb.quantize wrote on the CPU machine (W4A16, W8A16, W8A8, FP8: measured with all four), on vLLM 0.26
+    here: quant_report starts each beside the live engine, in the memory it leaves free."""
     folders = sorted(Path(QUANTIZED).iterdir())
     report = quant_report(gpu_engine, folders)
     print(report)
