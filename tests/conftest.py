@@ -163,7 +163,12 @@ def stop_with_streams_in_flight(process, url: str, sig: int) -> None:
     streams, threads = streams_in_flight(url)
     started = time.monotonic()
     process.send_signal(sig)
-    assert process.wait(10) == 0, sig
+    try:
+        assert process.wait(10) == 0, sig
+    except subprocess.TimeoutExpired:  # what the deploy said of its stop, which says where the time went
+        process.kill()
+        said = process.communicate()
+        raise AssertionError(f'{sig!r}: still running after 10 s; it said:\n{said[0]}\n{said[1][-2000:]}') from None
     assert time.monotonic() - started < 10
     for thread in threads:
         thread.join()
