@@ -169,7 +169,7 @@ def deploy(args) -> int:
     served = time.perf_counter()
     engine.shutdown()
     ended = time.perf_counter()
-    # where a stop's time went, for a supervisor's log (Docker and systemd allow 10 s before they kill)
+    # where a stop's time went, for a supervisor's log (`docker stop` allows 10 s before it kills)
     print(f'swiftnb: stopped{f" ({server.cut_off} requests cut off)" if server.cut_off else ""} in '
           f'{ended - began:.1f} s: the server {served - began:.1f} s, the engine {ended - served:.1f} s', flush=True)
     # Everything is stopped and freed; what is left is the interpreter's native teardown of torch's and vLLM's
