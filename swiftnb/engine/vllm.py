@@ -64,14 +64,17 @@ def _check_quantization(model_dir: str, platform, enable_lora: bool) -> None:
     with enable_lora, W4A16 and FP8 serve adapters, W8A8 int8 does not (its CPU layer keeps no `weight`, and vLLM's
     LoRA layers fail at start on it: "'NoneType' object has no attribute 'device'")."""
     from swiftnb.model_types import quantization_config
+    if not platform.is_cpu():
+        return
     for group in (quantization_config(model_dir).get('config_groups') or {}).values():
         weights, activations = group.get('weights') or {}, group.get('input_activations')
-        int8 = weights.get('type') == 'int' and weights.get('num_bits') == 8
-        if platform.is_cpu() and int8 and not activations:
+        if weights.get('type') != 'int' or weights.get('num_bits') != 8:
+            continue
+        if not activations:
             raise UsageError(f'{model_dir} is quantized W8A16 (8-bit weights, 16-bit activations), which vLLM\'s CPU '
                              'backend has no kernel for (it runs 4-bit weights); quantize with --quant_bits 4, or 8 '
                              'with --quant_method w8a8 or fp8, or serve it on a GPU')
-        if platform.is_cpu() and int8 and enable_lora and (activations or {}).get('type') == 'int':
+        if enable_lora and activations.get('type') == 'int':
             raise UsageError(f"{model_dir} is quantized W8A8 int8, on which vLLM's CPU backend cannot serve LoRA "
                              'adapters (its engine fails as it starts); merge the adapter before quantizing '
                              '(swiftnb export --merge_lora true --quant_bits 8), quantize with --quant_bits 4 or '
