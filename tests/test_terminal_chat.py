@@ -26,32 +26,30 @@ def start_chat(backend: str):
 
 
 def interrupt_an_answer(chat, backend: str) -> tuple:
-    """Ctrl-C while the demo model's longest greedy answer (654 tokens) streams: the answer stops; (the chat, its
-    processes before the Ctrl-C). Under load this process may get a CPU only after the answer has ended (the prompt is
-    back), or send the Ctrl-C as it ends: it then lands in the stream's last step (the whole answer is kept, seen in a
-    two-worker run) and the test asks again, or at the prompt, which leaves the chat (seen once in a fresh-clone run):
-    then the test starts the chat again and asks again."""
+    """Ctrl-C while the demo model's longest greedy answer (654 tokens, 1.7-2 s here; its first words at 0.1 s) runs:
+    the answer stops; (the chat, its processes before the Ctrl-C). The Ctrl-C goes 0.3 s after the question, not at
+    the first words the terminal shows: on a busy machine vLLM's client falls behind its engine and hands over all or
+    most of an answer in one piece (measured beside three busy loops: first words at 1.98 s, the end at 1.98 s), so
+    what the terminal shows does not say the answer still runs. Beside three busy loops 3 Ctrl-Cs in 15 still reached
+    the chat after the answer's end; then the test asks again (at the prompt a Ctrl-C leaves the chat, as it should,
+    and the test starts the chat again first)."""
     for _ in range(5):
+        ask(chat, 'reset-history', 'history cleared')  # with no history before it the answer is the long one
         engine = psutil.Process(chat.pid).children(recursive=True)
         chat.sendline('a' * 24)
-        chat.expect_exact('demo model')  # its first words
-        try:
-            chat.expect_exact('<<< ', timeout=0.2)
-        except pexpect.TIMEOUT:  # still answering
-            chat.sendintr()
-            if chat.expect_exact(['(stopped; this turn is not kept)', '<<< ']) == 0:
-                return chat, engine
-            if chat.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=10) == 0:  # it reached the prompt: the chat left
-                assert 'Traceback' not in chat.before, chat.before
+        time.sleep(0.3)
+        chat.sendintr()
+        if chat.expect_exact(['(stopped; this turn is not kept)', '<<< ']) == 0:
+            return chat, engine
+        if chat.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=10) == 0:  # it reached the prompt: the chat left
+            assert 'Traceback' not in chat.before, chat.before
+            chat.close()
+            chat = start_chat(backend)
+            try:
+                chat.expect_exact('<<< ')
+            except BaseException:
                 chat.close()
-                chat = start_chat(backend)
-                try:
-                    chat.expect_exact('<<< ')
-                except BaseException:
-                    chat.close()
-                    raise
-                continue
-        ask(chat, 'reset-history', 'history cleared')  # the same question again, with nothing before it
+                raise
     chat.close()
     pytest.fail('five answers in a row ended before the Ctrl-C reached them')
 
