@@ -3,11 +3,15 @@ requests are in flight together, clear adapter errors, and reuse of the live eng
 new arguments leaves working)."""
 import asyncio
 import json
+import os
+import sys
 
 import psutil
 import pytest
 import torch
 
+from swiftnb import logs
+from swiftnb.engine import forkserver
 from swiftnb import (DEMO_MODEL_DIR, AdapterError, LoRARequest, UsageError, get_vllm_engine, inference_vllm,
                      inference_vllm_async)
 from conftest import SESSION_ENGINE_ARGS, demo_lora, engine_processes, ignore_interrupts
@@ -182,3 +186,16 @@ def test_the_engines_processes_ignore_the_kernels_interrupt(engine):
     processes = engine_processes()
     assert processes and all(ignore_interrupts(p) for p in processes)
     assert not ignore_interrupts(psutil.Process())
+
+
+def test_the_engine_core_comes_from_a_forkserver_that_has_vllm_imported(engine):
+    """On CPU (engine/forkserver.py): the engine core's parent is the forkserver, which has torch loaded; the core
+    forks its worker; the core writes where the start sent stdout (the log file the start's progress reads)."""
+    core, = [p for p in engine_processes() if p.name() == 'VLLM::EngineCore']
+    worker, = [p for p in engine_processes() if p.name().startswith('VLLM::Worker')]
+    server = core.parent()
+    assert forkserver.is_server(server) and server.parent().pid == os.getpid()
+    assert any('libtorch' in m.path for m in server.memory_maps())
+    assert worker.parent().pid == core.pid
+    assert os.readlink(f'/proc/{core.pid}/fd/1') == str(logs.log_file())
+    assert sys.modules['vllm.v1.engine.utils'].get_mp_context is forkserver.context  # vllm_compat's reach

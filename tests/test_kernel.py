@@ -55,8 +55,8 @@ CELLS = [
     "server.stop()",
     # 9: swap backends in the same kernel: vllm -> pt (-> vllm in cell 10), each replacing the other
     "from swiftnb import get_pt_engine\n"
-    "# (multiprocessing's resource tracker serves the whole kernel, not one engine: it stays)\n"
-    "vllm_children = [p for p in me.children(recursive=True) if 'resource_tracker' not in ' '.join(p.cmdline())]\n"
+    "# (multiprocessing's resource tracker and forkserver serve the whole kernel, not one engine: they stay)\n"
+    "vllm_children = [p for p in me.children(recursive=True) if p.name().startswith('VLLM')]\n"
     "pt = get_pt_engine()\n"
     "_, left = psutil.wait_procs(vllm_children, timeout=30)\n"
     "swap = {'vllm_closed': engine.closed, 'left': [' '.join(p.cmdline()) for p in left], 'pt': pt.backend,\n"

@@ -16,10 +16,20 @@ import sys
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+_armed_in = None  # the process that has asked (a forked child inherits the value and asks again)
+
+
 def die_with_parent() -> None:
     parent = multiprocessing.parent_process()
-    if parent is None or not sys.platform.startswith('linux'):
-        return  # the user's own process (vLLM loads plugins there too), or no prctl
+    if _armed_in == os.getpid() or parent is None or not sys.platform.startswith('linux'):
+        return  # asked already (forkserver.py), the user's own process (vLLM loads plugins there too), or no prctl
+    die_with(parent.pid)
+
+
+def die_with(parent_pid: int) -> None:
+    """SIGKILL this process when its parent, `parent_pid`, dies (at once if it has died already)."""
+    global _armed_in
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent.pid:  # the parent died before the line above
+    _armed_in = os.getpid()
+    if os.getppid() != parent_pid:  # the parent died before the line above
         os.kill(os.getpid(), signal.SIGKILL)

@@ -59,15 +59,17 @@ def noted():
 
 
 def children() -> set:
-    """This process's direct children now (psutil.Process objects)."""
-    return set(psutil.Process().children())
+    """This process's descendants now (psutil.Process objects)."""
+    return set(psutil.Process().children(recursive=True))
 
 
 def end_started_since(before: set, timeout: float = 2.0) -> None:
     """Stop the processes this process started since `before` was taken (an engine start that was interrupted):
     SIGTERM (vLLM's engine core then stops its workers), SIGKILL for what is left after `timeout`.
-    multiprocessing's resource tracker serves the whole process, not one engine: it stays."""
-    started = [p for p in children() - before if 'resource_tracker' not in ' '.join(_cmdline(p))]
+    multiprocessing's resource tracker and forkserver serve the whole process, not one engine: they stay."""
+    from swiftnb.engine import forkserver
+    started = [p for p in children() - before
+               if 'resource_tracker' not in ' '.join(_cmdline(p)) and not forkserver.is_server(p)]
     for process in started:
         try:
             process.terminate()

@@ -10,13 +10,14 @@ import sys
 from typing import AsyncIterator, Optional
 
 from swiftnb import logs
-from swiftnb.engine import interrupts
+from swiftnb.engine import forkserver, interrupts
 from swiftnb.engine.adapter_gate import AdapterGate
 from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.progress import ProgressLine, shown
-from swiftnb.engine.vllm_compat import num_unfinished_requests, reuse_compile_cache, stop_output_handler
+from swiftnb.engine.vllm_compat import (num_unfinished_requests, reuse_compile_cache, start_engine_processes_from,
+                                        stop_output_handler)
 from swiftnb.errors import AdapterError, EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
@@ -211,7 +212,10 @@ class VllmEngine(Engine):
 
     @staticmethod
     async def _start(args, options: VllmOptions, placement_group=None):
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
+        if current_platform.is_cpu():  # its engine core starts with vLLM imported (forkserver.py)
+            start_engine_processes_from(forkserver.context)
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(options.ranks()):
             if placement_group is None:
                 return AsyncLLM.from_engine_args(args, usage_context=usage_context(options))

@@ -14,8 +14,11 @@ on the installed vLLM): each serving object's `default_sampling_params`, the mod
 `show_available_models`, and `app.state.server` (read by vLLM's handler of a dead engine). vLLM's adapter routes
 (there where VLLM_ALLOW_RUNTIME_LORA_UPDATING is set) give way to swiftnb's (server/adapters.py). The engine client
 vLLM's server takes is swiftnb's GatedClient, which passes every attribute but `generate` to the AsyncLLM
-(engine/vllm.py); the engine stops AsyncLLM's `output_handler` before its core (below).
+(engine/vllm.py); the engine stops AsyncLLM's `output_handler` before its core (below). On CPU, the engine core
+starts from swiftnb's forkserver and forks its workers (forkserver.py), through the `get_mp_context` vLLM's engine
+utilities and executor import.
 """
+import multiprocessing
 import os
 from types import SimpleNamespace
 
@@ -57,6 +60,24 @@ def reuse_compile_cache(platform) -> None:
     """
     if platform.is_cpu():
         os.environ.setdefault('VLLM_USE_AOT_COMPILE', '0')
+
+
+def start_engine_processes_from(context) -> None:
+    """vLLM starts its engine core processes (one per data-parallel rank) from `context` (forkserver.py): the
+    `get_mp_context` its engine utilities imported is replaced."""
+    import vllm.v1.engine.utils as engine_utils
+    if not hasattr(engine_utils, 'get_mp_context'):
+        raise _moved('vllm.v1.engine.utils.get_mp_context', "its engine core starts with vLLM imported already")
+    engine_utils.get_mp_context = context
+
+
+def fork_workers() -> None:
+    """In an engine core (forkserver.py), vLLM's multiprocessing executor forks its workers: the core has vLLM
+    imported, and a fork has it too."""
+    import vllm.v1.executor.multiproc_executor as executor
+    if not hasattr(executor, 'get_mp_context'):
+        raise _moved('vllm.v1.executor.multiproc_executor.get_mp_context', "its workers start with vLLM imported")
+    executor.get_mp_context = lambda: multiprocessing.get_context('fork')
 
 
 def stop_output_handler(llm) -> None:
