@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import demo_lora, settles
+from conftest import demo_lora, needs_4bit_kernel, runs_4bit_weights, settles
 from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quant_report, quantize
 from swiftnb.engine.options import PtOptions
 from swiftnb.engine.pt import PtEngine
@@ -43,6 +43,7 @@ def answers_of(folder: Path, adapter=None):
         engine.shutdown()
 
 
+@needs_4bit_kernel
 def test_a_lora_checkpoint_merged_and_quantized_to_4_bits_answers_as_its_adapter(engine, tmp_path):
     ckpt = tmp_path / 'checkpoint-100'
     shutil.copytree(demo_lora('kakarot').lora_path, ckpt)
@@ -113,6 +114,16 @@ def test_fp8_runs_here_w8a16_and_awq_are_refused_in_one_line(engine, tmp_path):
                                           r"llm-compressor's AWQ runs on a GPU: pick gptq on this machine"):
         quantize(DEMO_MODEL_DIR, bits=4, method='awq', output_dir=str(tmp_path / 'awq'))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['fp8', 'w8a16']
+
+
+def test_4_bit_weights_are_refused_in_one_line_where_vllm_has_no_kernel_for_them(engine, tmp_path):
+    if runs_4bit_weights():
+        pytest.skip('vLLM runs 4-bit weights on this CPU (the tests above serve them)')
+    int4 = quantize(DEMO_MODEL_DIR, bits=4, output_dir=str(tmp_path / 'int4'))
+    with pytest.raises(UsageError, match=r"has 4-bit weights \(W4A16\), which vLLM's CPU backend runs with AVX512 "
+                                         r'only \(this CPU has none\); quantize with --quant_bits 8'):
+        get_vllm_engine(model_id_or_path=str(int4))
+    assert engine.check_open() is None
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(int8, tmp_path, monkeypatch):

