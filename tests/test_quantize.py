@@ -16,10 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import demo_lora, needs_4bit_kernel, runs_4bit_weights, settles
+from conftest import demo_lora, needs_4bit_kernel, settles
 from swiftnb import DEMO_MODEL_DIR, UsageError, get_vllm_engine, inference_vllm, quant_report, quantize
 from swiftnb.engine.options import PtOptions
 from swiftnb.engine.pt import PtEngine
+from swiftnb.engine.vllm_compat import cpu_runs_4bit_weights
 from swiftnb.errors import ExportError
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -117,7 +118,7 @@ def test_fp8_runs_here_w8a16_and_awq_are_refused_in_one_line(engine, tmp_path):
 
 
 def test_4_bit_weights_are_refused_in_one_line_where_vllm_has_no_kernel_for_them(engine, tmp_path):
-    if runs_4bit_weights():
+    if cpu_runs_4bit_weights():
         pytest.skip('vLLM runs 4-bit weights on this CPU (the tests above serve them)')
     int4 = quantize(DEMO_MODEL_DIR, bits=4, output_dir=str(tmp_path / 'int4'))
     with pytest.raises(UsageError, match=r"has 4-bit weights \(W4A16\), which vLLM's CPU backend runs with AVX512 "

@@ -84,10 +84,10 @@ _server_logging = None  # the logging environment the running server imported vL
 def context() -> multiprocessing.context.BaseContext:
     """The context vLLM starts its engine core from (vllm_compat.start_engine_processes_from)."""
     global _server_logging
-    if _server_logging is not None and _server_logging != _logging_env():
-        forkserver._forkserver._stop()
-    if _server_logging is None or _server_logging != _logging_env():
-        _context.set_forkserver_preload(PRELOAD)
+    if _server_logging != _logging_env():
+        if _server_logging is not None:  # the running server imported vLLM under other logging settings
+            forkserver._forkserver._stop()  # (CPython's own way to stop it: it closes the alive pipe and waits)
+        _context.set_forkserver_preload(PRELOAD)  # set here, not at import: a user's own forkserver is theirs
         _server_logging = _logging_env()
     return _context
 

@@ -441,11 +441,11 @@ def _cpu_threads_split(ranks: int):
 def _children_skip_main():
     """Start vLLM's child processes without re-running the user's script in them.
 
-    On CPU the engine core starts from multiprocessing's forkserver (forkserver.py; vLLM's own
-    choice there is 'spawn'); both run the main script again in the child unless it is guarded
-    by `if __name__ == '__main__':`. The
-    seed's scripts are not guarded, and the child needs nothing from them, so the script's path
-    is hidden while the engine starts (multiprocessing re-runs only a main that has a __file__).
+    On CPU the engine core starts from multiprocessing's forkserver (forkserver.py; vLLM's own choice
+    there is 'spawn'); both run the main script again in the child unless it is guarded by
+    `if __name__ == '__main__':`. The seed's scripts are not guarded, and the child needs nothing from
+    them, so the script's path is hidden while the engine starts (multiprocessing re-runs only a main
+    that has a __file__).
     """
     main = sys.modules.get('__main__')
     path = getattr(main, '__file__', None)
