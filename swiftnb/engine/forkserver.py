@@ -10,8 +10,9 @@ A forkserver's child inherits the server's environment and stdout/stderr, not it
 spawned one does; vLLM and swiftnb set both just before the start (the CPU binding, the quiet log file), so
 each child takes its parent's, passed with it. The child lets go of the server's "alive" pipe, so the server
 leaves when the process that started it does, and dies with the server (die_with_parent.py): a `kill -9` of the
-kernel still ends every engine process. vLLM configures its logging from the environment when imported, so a
-server that imported it under other logging settings is replaced.
+kernel still ends every engine process. The server is never replaced while the process lives: stopping it
+would end every engine it started (their parent). vLLM's logging is configured as the server imported it (at
+INFO with either of swiftnb's log settings, logs.py); where it goes follows the fds of each start.
 
 CUDA keeps vLLM's own choice (fork, or spawn once CUDA is initialised).
 """
@@ -23,10 +24,6 @@ from multiprocessing.context import ForkServerContext, ForkServerProcess
 # What the server imports once (the engine core's and its CPU worker's modules); this module, for its children.
 PRELOAD = ['swiftnb.engine.forkserver', 'vllm.v1.engine.core', 'vllm.v1.executor.multiproc_executor',
            'vllm.v1.worker.cpu_worker']
-
-
-def _logging_env() -> dict:
-    return {key: value for key, value in os.environ.items() if key.startswith('VLLM') and 'LOGGING' in key}
 
 
 class _ParentFd:
@@ -78,17 +75,11 @@ class _Context(ForkServerContext):
 
 
 _context = _Context()
-_server_logging = None  # the logging environment the running server imported vLLM under
 
 
 def context() -> multiprocessing.context.BaseContext:
     """The context vLLM starts its engine core from (vllm_compat.start_engine_processes_from)."""
-    global _server_logging
-    if _server_logging != _logging_env():
-        if _server_logging is not None:  # the running server imported vLLM under other logging settings
-            forkserver._forkserver._stop()  # (CPython's own way to stop it: it closes the alive pipe and waits)
-        _context.set_forkserver_preload(PRELOAD)  # set here, not at import: a user's own forkserver is theirs
-        _server_logging = _logging_env()
+    _context.set_forkserver_preload(PRELOAD)  # here, not at import: a user's own forkserver is theirs until then
     return _context
 
 
