@@ -82,10 +82,3 @@ def context() -> multiprocessing.context.BaseContext:
     _context.set_forkserver_preload(PRELOAD)  # here, not at import: a user's own forkserver is theirs until then
     return _context
 
-
-def is_server(process) -> bool:
-    """Whether a psutil.Process is a forkserver (it serves the whole process, not one engine)."""
-    try:
-        return 'multiprocessing.forkserver' in ' '.join(process.cmdline())
-    except Exception:  # it has ended, or is not ours to read
-        return False

@@ -67,9 +67,8 @@ def end_started_since(before: set, timeout: float = 2.0) -> None:
     """Stop the processes this process started since `before` was taken (an engine start that was interrupted):
     SIGTERM (vLLM's engine core then stops its workers), SIGKILL for what is left after `timeout`.
     multiprocessing's resource tracker and forkserver serve the whole process, not one engine: they stay."""
-    from swiftnb.engine import forkserver
-    started = [p for p in children() - before
-               if 'resource_tracker' not in ' '.join(_cmdline(p)) and not forkserver.is_server(p)]
+    servers = ('resource_tracker', 'multiprocessing.forkserver')
+    started = [p for p in children() - before if not any(server in ' '.join(_cmdline(p)) for server in servers)]
     for process in started:
         try:
             process.terminate()
