@@ -87,6 +87,23 @@ def dismiss_dialogs(page) -> None:
             dialog.wait_for(state='hidden', timeout=10_000)
 
 
+def widget_shown(page, selector: str, root, seconds: float = 300):
+    """The widget `selector` once its cell has run; where it never shows, a failure that says what the notebook
+    shows instead (its outputs, a dialog, the kernel's state) and the end of JupyterLab's log. Cell 1 imports torch
+    and makes an engine: seconds here, minutes beside a busy suite (a CI run gave up at 120 s and said nothing)."""
+    widget = page.locator(selector)
+    try:
+        widget.wait_for(timeout=seconds * 1000)
+    except PlaywrightTimeout:
+        outputs = page.locator('.jp-OutputArea-output').all_inner_texts()
+        dialogs = [d.inner_text() for d in page.locator('.jp-Dialog').all() if d.is_visible()]
+        kernel = page.evaluate("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status")
+        log = (root / 'lab.log').read_text(errors='replace')[-3000:]
+        raise AssertionError(f'{selector} not shown in {seconds:.0f} s; kernel {kernel}; dialogs {dialogs}; '
+                             f'outputs {outputs}; the end of lab.log:\n{log}') from None
+    return widget
+
+
 COMPARE, BLIND = '.swiftnb-compare:not(.swiftnb-blind)', '.swiftnb-blind'
 
 
@@ -111,7 +128,7 @@ def test_the_widgets_in_jupyterlab(lab, pt_engine, tmp_path):
         page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
         run_all_cells(page)
 
-        chat = page.locator('.swiftnb-chat')
+        chat = widget_shown(page, '.swiftnb-chat', root)
         chat.locator('textarea.swiftnb-prompt').fill('Who are you?')
         chat.locator('textarea.swiftnb-prompt').press('Enter')  # Enter sends
         page.wait_for_function("([sel, text]) => document.querySelector(sel)?.textContent.includes(text)",
