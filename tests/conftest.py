@@ -251,36 +251,31 @@ def direct_answer(engine, query, history=(), system=None, adapter=None, **settin
                           lora_request=lora)[0]['response']
 
 
-class VllmServer:
-    """vLLM's own OpenAI server on the demo model in a process of its own (the reference for swiftnb's), started
-    at once: `url` waits until it answers, so that its start (a minute here, mostly imports in its own processes)
-    runs beside the tests that come before the first one that asks."""
-
-    def __init__(self, args=()):
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            self.port = s.getsockname()[1]
-        self.log = tempfile.NamedTemporaryFile('w', prefix='vllm-server-', suffix='.log', delete=False)
-        cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', str(DEMO_MODEL_DIR),
-               '--served-model-name', 'tiny-chat', '--port', str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'VLLM_CPU_KVCACHE_SPACE': '1'})
-        self.deadline = time.time() + 300
-
-    @property
-    def url(self) -> str:
-        while not _answers(f'http://127.0.0.1:{self.port}/health'):
-            if self.proc.poll() is not None or time.time() > self.deadline:
-                raise RuntimeError(f'vLLM server did not start; see {self.log.name}')
+@contextlib.contextmanager
+def running_vllm_server(args=()):
+    """vLLM's own OpenAI server on the demo model in a process of its own (the reference for swiftnb's);
+    yields its base URL."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    log = tempfile.NamedTemporaryFile('w', prefix='vllm-server-', suffix='.log', delete=False)
+    cmd = [sys.executable, '-m', 'vllm.entrypoints.openai.api_server', '--model', str(DEMO_MODEL_DIR),
+           '--served-model-name', 'tiny-chat', '--port', str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, 'VLLM_CPU_KVCACHE_SPACE': '1'})
+    try:
+        deadline = time.time() + 300
+        while not _answers(f'http://127.0.0.1:{port}/health'):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f'vLLM server did not start; see {log.name}')
             time.sleep(1)
-        return f'http://127.0.0.1:{self.port}/v1'
-
-    def stop(self) -> None:
-        self.proc.terminate()
+        yield f'http://127.0.0.1:{port}/v1'
+    finally:
+        proc.terminate()
         try:
-            self.proc.wait(60)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            proc.kill()
 
 
 def _answers(url: str) -> bool:

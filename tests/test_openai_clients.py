@@ -9,7 +9,7 @@ import pytest
 from openai import BadRequestError, OpenAI
 from pydantic import BaseModel
 
-from conftest import VllmServer
+from conftest import running_vllm_server
 from swiftnb import DEMO_MODEL_DIR, serve
 
 CAPITAL = 'Where is the capital of Zhejiang?'
@@ -28,22 +28,13 @@ def server(request, engine, pt_engine):
     server.stop()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def references():
-    """vLLM's own server on the same model with each backend's settings (bfloat16 with LoRA kernels, like the
-    session's vLLM engine; float32 for the pt backend, which computes in float32), both started with the module's
-    first test: their starts run beside the tests before the first that compares."""
-    tools = ['--enable-auto-tool-choice', '--tool-call-parser', 'hermes']
-    servers = {'vllm': VllmServer(['--enable-lora', '--max-loras', '2', *tools]),
-               'pt': VllmServer(['--dtype', 'float32', *tools])}
-    yield servers
-    for server in servers.values():
-        server.stop()
-
-
 @pytest.fixture(scope='module')
-def reference(server, references):
-    return references[server.engine.backend].url
+def reference(server):
+    """vLLM's own server on the same model with the engine's settings (bfloat16 with LoRA kernels, like the
+    session's vLLM engine; float32 for the pt backend, which computes in float32)."""
+    engine = ['--enable-lora', '--max-loras', '2'] if server.engine.backend == 'vllm' else ['--dtype', 'float32']
+    with running_vllm_server([*engine, '--enable-auto-tool-choice', '--tool-call-parser', 'hermes']) as url:
+        yield url
 
 
 @pytest.fixture(scope='module')
