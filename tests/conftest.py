@@ -31,7 +31,7 @@ os.environ.setdefault('VLLM_CPU_CI_ENV', '1')
 # waiting for; one that sleeps (PASSIVE) gives it up. Measured here (2 cores, test_engine_vllm's staggered base and
 # adapter requests on the session engine's arguments): 6.6-6.8 s spinning against 4.9-5.8 s passive alone, and
 # 20-22 s against 9.2-9.6 s with a second such engine busy beside it. The gain is in the engine's processes, which
-# take the environment when they start; a test that sets its own keeps it.
+# take the environment when they start; a policy already in the environment is kept.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 
