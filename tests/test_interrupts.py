@@ -116,7 +116,8 @@ def interrupted_start(kernel: Kernel, code: str, ready) -> None:
     started = kernel.engine_processes()
     kernel.interrupt()
     cell = kernel.wait(msg)
-    assert cell.error['ename'] == 'KeyboardInterrupt' and 'none of its processes is left' in cell.error['evalue']
+    assert cell.error['ename'] == 'KeyboardInterrupt' and 'none of its processes is left' in cell.error['evalue'], \
+        (cell.error, cell.text)
     assert 'File ' not in cell.traceback, cell.traceback
     assert settles(lambda: gone(started), 10)
 
