@@ -194,6 +194,9 @@ class VllmEngine(Engine):
                         break
                     except concurrent.futures.TimeoutError:
                         pass
+                    except Exception:  # where the interrupt reached a child of the start first (vLLM runs lscpu
+                        if not interrupted.is_set():  # in this process group), the start failed of the interrupt
+                            raise
                     if interrupted.is_set():  # the start was stopped: its processes go (they ignore SIGINT)
                         interrupts.end_started_since(before)
                         concurrent.futures.wait([future], timeout=60)  # vLLM's start fails once they are gone
