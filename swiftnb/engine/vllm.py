@@ -194,9 +194,9 @@ class VllmEngine(Engine):
                         break
                     except concurrent.futures.TimeoutError:
                         pass
-                    except Exception:  # where the interrupt reached a child of the start first (vLLM runs lscpu
-                        if not interrupted.is_set():  # in this process group), the start failed of the interrupt
-                            raise
+                    except Exception:  # after an interrupt, a failure is the interrupt's doing (it can reach a
+                        if not interrupted.is_set():  # child of the start first: vLLM's lscpu, in this process
+                            raise  # group): it ends below as the interrupt
                     if interrupted.is_set():  # the start was stopped: its processes go (they ignore SIGINT)
                         interrupts.end_started_since(before)
                         concurrent.futures.wait([future], timeout=60)  # vLLM's start fails once they are gone
