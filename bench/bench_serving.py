@@ -123,13 +123,14 @@ def profiled_run(proc, port, model_dir, concurrency, num_prompts, lengths, out: 
 def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: Optional[str] = None,
             progress=print, input_len: int = 64, output_len: int = 128, seconds: Optional[float] = None,
             engine_args: Optional[dict] = None, profile: Optional[Path] = None, profile_at: Sequence[int] = (),
-            waves: int = 1, on_row=None) -> list[dict]:
+            waves: int = 1, on_row=None, vllm_twice: bool = False) -> list[dict]:
     """Per concurrency: median output tokens/s, TTFT and TPOT of each server. `seconds`: size each run to last
     about that long (from a first run at that concurrency); `waves`: and to send at least that many times the
     concurrency's prompts (a run of two waves is mostly its ramps); `engine_args`: vLLM engine arguments both
     servers start with; `profile`: a folder for one py-spy profiled run per server at each concurrency of
     `profile_at` (default: the highest); `on_row`: called with each concurrency's row after every pair of runs (the
-    same dict, its medians so far), so that a run cut short still leaves what it measured."""
+    same dict, its medians so far), so that a run cut short still leaves what it measured; `vllm_twice`: vLLM's
+    server in swiftnb's place too (an A/A run: the ratios two equal servers give on this machine)."""
     model = model or str(DEMO_MODEL_DIR)
     engine_args = engine_args or {}
     lengths = (input_len, output_len)
@@ -137,6 +138,8 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     vllm_cmd = vllm_serve_cmd(model, vllm_port, engine_args)
     ours_cmd = [sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name',
                 SERVED_NAME, '--port', str(ours_port), *flags(engine_args, '_')]
+    if vllm_twice:
+        ours_cmd = vllm_serve_cmd(model, ours_port, engine_args)
     logs = Path(os.environ.get('TMPDIR', '/tmp'))
     rows, seeds = [], itertools.count(1)  # seed 0: the warm-up and sizing runs
     with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log') as vllm_proc, \

@@ -128,6 +128,7 @@ def serving_rows(model_dir: Path, args, out: list, save) -> None:
         save()
     rows = bench_serving.measure(args.concurrency, args.reps, model=str(model_dir), input_len=128, output_len=256,
                                  seconds=args.seconds, engine_args=args.engine_args, profile=profile,
+                                 vllm_twice=args.vllm_twice,
                                  profile_at=args.profile or (), waves=args.waves, on_row=keep)
     print(bench_serving.table(rows), flush=True)
 
@@ -199,6 +200,8 @@ def main():
     parser.add_argument('--concurrency', type=int, nargs='+', default=[1, 16, 64, 256])
     parser.add_argument('--reps', type=int, default=2)
     parser.add_argument('--waves', type=int, default=1)
+    parser.add_argument('--vllm_twice', action='store_true',
+                        help="serving rows with vLLM's server in swiftnb's place too: the ratios of two equal servers")
     parser.add_argument('--profile', type=int, nargs='*', help='alone: at the highest concurrency')
     parser.add_argument('--batch_prompts', type=int, default=1024)
     parser.add_argument('--batch_stats', action='store_true', help="the batch row again with vLLM's stats on")
