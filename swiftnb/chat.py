@@ -91,27 +91,30 @@ class ChatRun(Generation):
     """One chat completion: `await ChatRun.start(...)`, then `await run.response()` or `async for chunk in
     run.chunks()`."""
 
-    def __init__(self, *args, tools: tuple = (None, 'none', None), **kwargs):
+    def __init__(self, *args, tools: tuple = (None, 'none', None, True), **kwargs):
         super().__init__(*args, **kwargs)
-        self.tools = tools  # (tools, tool_choice, vLLM tool parser name)
+        self.tools = tools  # (tools, tool_choice, vLLM tool parser name, parallel tool calls)
 
     @classmethod
     async def start(cls, engine: Engine, messages: list[dict], config: GenerationConfig, lora: Optional[LoRARequest],
                     model: str, tools=None, tool_choice=None, tool_parser: Optional[str] = None,
-                    on_finish: Optional[Callable] = None, template: Optional[Template] = None) -> 'ChatRun':
+                    on_finish: Optional[Callable] = None, template: Optional[Template] = None,
+                    parallel_tool_calls: Optional[bool] = None) -> 'ChatRun':
         """Checked and encoded, not yet running: `config` complete (the engine's defaults under the request's);
-        a tool_choice that forces a call constrains the answer to the call's format. `template`: the engine's."""
+        a tool_choice that forces a call constrains the answer to the call's format. `template`: the engine's;
+        `parallel_tool_calls` False: one call at most (OpenAI's and vLLM's reading: only False says so)."""
         tools, tool_choice = tool_calls.check(tools, tool_choice)
-        forced = tool_calls.constraint(tools, tool_choice, tool_parser)
+        parallel = parallel_tool_calls is not False
+        forced = tool_calls.constraint(tools, tool_choice, tool_parser, parallel)
         if forced is not None:
             config = config.model_copy(update={'structured_outputs': forced, 'response_format': None})
         ids = await encode_messages(engine, template or engine.template, messages, tools)
         engine.admit(ids, config)
-        return cls(engine, [ids], config, lora, model, on_finish, tools=(tools, tool_choice, tool_parser))
+        return cls(engine, [ids], config, lora, model, on_finish, tools=(tools, tool_choice, tool_parser, parallel))
 
     def message(self, choice: Choice) -> tuple[dict, Optional[str]]:
         """(the assistant message, its finish_reason), with tool calls read out as vLLM's server does."""
-        tools, tool_choice, parser = self.tools
+        tools, tool_choice, parser, parallel = self.tools
         finish = finish_reason(choice.finish_reason)
         if not tools or tool_choice == 'none':
             return {'role': 'assistant', 'content': choice.text}, finish
@@ -119,7 +122,7 @@ class ChatRun(Generation):
         forced = tool_choice == 'required' or isinstance(tool_choice, tool_calls.NamedToolChoice)
         message = {'role': 'assistant', 'content': (content or '') if forced else content}
         if calls:
-            message['tool_calls'] = calls
+            message['tool_calls'] = calls if parallel else calls[:1]  # as vLLM's maybe_filter_parallel_tool_calls
         if (calls and tool_choice == 'auto') or (tool_choice == 'required' and finish == 'stop'):
             finish = 'tool_calls'  # OpenAI's: 'tool_calls' for auto and required, 'stop' for a named tool
         return message, finish

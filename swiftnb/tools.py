@@ -111,19 +111,35 @@ def _hermes_grammar(allowed: list[Tool], repeat: bool) -> str:
     return f'root ::= tool_call{more}\n{rules}'
 
 
-def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] = None) -> Optional[StructuredOutputs]:
+def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] = None,
+               parallel: bool = True) -> Optional[StructuredOutputs]:
     """The grammar that 'required' or a named tool_choice imposes on the answer: hermes tool calls for a
     hermes model, else the JSON schema vLLM's tool_parsers.utils.get_json_schema_from_tools builds (from
-    its own request types, so it is written again here)."""
+    its own request types, so it is written again here; tests/test_tools.py compares the two). `parallel`
+    False (the request's parallel_tool_calls): one call at most."""
     allowed = _forced(tools, tool_choice)
     if not allowed:
         return None
     if parser == 'hermes':
-        return StructuredOutputs(grammar=_hermes_grammar(allowed, repeat=tool_choice == 'required'))
+        return StructuredOutputs(grammar=_hermes_grammar(allowed, repeat=tool_choice == 'required' and parallel))
     if isinstance(tool_choice, NamedToolChoice):
         return StructuredOutputs(json=_parameters(allowed[0]))
-    calls = [_call_schema(t, 'parameters') for t in allowed]
-    return StructuredOutputs(json={'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}})
+    schema = {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': []}}
+    defs = {}  # each tool's $defs, moved to the schema's root where its '#/$defs/...' references point
+    for tool in allowed:
+        call = _call_schema(tool, 'parameters')
+        del call['type']  # vLLM's has none: the array's items are objects
+        parameters = call['properties']['parameters'] = dict(call['properties']['parameters'])
+        for name, definition in parameters.pop('$defs', {}).items():
+            if defs.setdefault(name, definition) != definition:
+                raise SettingsError(f"tools: the definition {name!r} has two schemas among the tools; give each "
+                                    "its own name", 'tools')
+        schema['items']['anyOf'].append(call)
+    if not parallel:
+        schema['maxItems'] = 1
+    if defs:
+        schema['$defs'] = defs
+    return StructuredOutputs(json=schema)
 
 
 def call(name: str, arguments: Union[str, dict]) -> dict:

@@ -5,7 +5,7 @@ import json
 
 import httpx
 import pytest
-from openai import APIStatusError, AsyncOpenAI, OpenAI
+from openai import APIStatusError, AsyncOpenAI, BadRequestError, OpenAI
 
 from conftest import leave_mid_stream
 from swiftnb import DEMO_ADAPTERS, serve
@@ -303,3 +303,43 @@ def test_text_parts_max_completion_tokens_and_raw_sse(server, client):
         assert resp.headers['content-type'].startswith('text/event-stream')
         events = [line for line in resp.iter_lines() if line]
     assert all(e.startswith('data: ') for e in events) and events[-1] == 'data: [DONE]'
+
+
+def test_every_field_of_vllms_requests_is_applied_refused_or_ignored_by_the_pt_server():
+    """The pt server keeps its own request models (it imports no vLLM): each field of vLLM's is one the pt backend
+    applies, one it refuses when it asks for something (NOT_APPLIED, whose values that ask for nothing hold
+    vLLM's default) or one that changes nothing in a pt answer (IGNORED). A field vLLM adds fails this."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChat
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VllmCompletion
+    from swiftnb.server.protocol import IGNORED, ChatCompletionRequest, CompletionRequest
+    for vllm_model, ours in ((VllmChat, ChatCompletionRequest), (VllmCompletion, CompletionRequest)):
+        unplaced = [name for name in vllm_model.model_fields
+                    if name not in ours.model_fields and name not in ours.not_applied and name not in IGNORED]
+        assert not unplaced, f'{ours.__name__}: place these fields of vLLM (apply, refuse or ignore): {unplaced}'
+        for name, nothing in ours.not_applied.items():
+            if name in vllm_model.model_fields:  # vLLM 0.32 has them all; a field vLLM drops is still refused
+                assert vllm_model.model_fields[name].get_default(call_default_factory=True) in nothing, name
+        assert not IGNORED & set(ours.not_applied) and not set(ours.model_fields) & set(ours.not_applied)
+
+
+def test_the_pt_server_refuses_a_field_of_vllms_it_does_not_apply(pt_engine):
+    """What the pt backend does not apply is a 400 naming the field, not an answer as if it had not been sent; the
+    field's value that asks for nothing (vLLM's default) is answered."""
+    from swiftnb.server.protocol import CHAT_NOT_APPLIED, COMPLETION_NOT_APPLIED
+    server = BackgroundServer(pt_engine, port=0)
+    try:
+        client = OpenAI(api_key='EMPTY', base_url=server.url)
+        with pytest.raises(BadRequestError) as refused:
+            chat(client, max_tokens=4, extra_body={'min_p': 0.1})
+        assert refused.value.body['param'] == 'min_p'
+        assert refused.value.body['message'] == 'min_p is not applied by the pt backend; leave it out, or serve ' \
+            'the model with vLLM for it'
+        nothing = {name: values[-1] for name, values in CHAT_NOT_APPLIED.items()}  # every field, as vLLM's default
+        assert chat(client, max_tokens=16, extra_body=nothing).choices[0].message.content.startswith('The capital')
+        for path, table in (('/chat/completions', CHAT_NOT_APPLIED), ('/completions', COMPLETION_NOT_APPLIED)):
+            base = {'messages': CAPITAL} if path == '/chat/completions' else {'prompt': 'Hello'}
+            for name in table:
+                error = post(server, path, {**base, 'max_tokens': 1, name: 'something'}).json()['error']
+                assert error['code'] == 400 and error['param'] == name, (path, name, error)
+    finally:
+        server.stop()

@@ -1,13 +1,20 @@
 """Request bodies of the pt backend's server, built on GenerationConfig (the one declaration of the
 generation settings) with the fields of OpenAI's requests and vLLM's extras around them. Unknown
-fields are ignored, as OpenAI clients send some; ranges are GenerationConfig's. Responses are the
-`openai` package's own types.
+fields are ignored, as OpenAI clients send some, except vLLM's that the pt backend does not apply
+(NOT_APPLIED): those are refused. Ranges are GenerationConfig's. Responses are the `openai` package's
+own types.
+
+Why not vLLM's own request models: the pt backend is for machines without vLLM and models vLLM does
+not load, and its server imports no vLLM. tests/test_server.py reads vLLM's request models where vLLM is
+installed and fails for any field of theirs that is neither applied here, refused here nor in IGNORED,
+so a field vLLM adds is placed before it can be answered as if it had not been sent.
 """
 import os
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from swiftnb.errors import SettingsError
 from swiftnb.settings import GenerationConfig
 from swiftnb.tools import Tool, ToolChoice
 
@@ -16,16 +23,44 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# vLLM's request fields that the pt backend does not apply, each with the values that ask for nothing (vLLM's
+# defaults, and null): given otherwise, the request is refused in one line naming the field, not answered as if
+# the field had not been sent. Common to both routes, then each route's own.
+NOT_APPLIED = {
+    'logit_bias': (None, {}), 'min_tokens': (None, 0), 'min_p': (None, 0), 'use_beam_search': (None, False),
+    'length_penalty': (None, 1), 'stop_token_ids': (None, []), 'bad_words': (None, []),
+    'allowed_token_ids': (None,), 'logprob_token_ids': (None,), 'include_stop_str_in_output': (None, False),
+    'skip_special_tokens': (None, True), 'spaces_between_special_tokens': (None, True),
+    'truncate_prompt_tokens': (None,), 'truncation_side': (None,), 'watermarking': (None, False),
+    'repetition_detection': (None,), 'thinking_token_budget': (None,), 'vllm_xargs': (None, {}),
+    'priority': (None, 0),  # vLLM's server refuses it too unless started with the priority scheduling policy
+    'return_tokens_as_token_ids': (None, False), 'return_token_ids': (None, False),
+    'return_token_offsets': (None, False),
+}
+CHAT_NOT_APPLIED = {
+    **NOT_APPLIED, 'echo': (None, False), 'add_generation_prompt': (None, True),
+    'continue_final_message': (None, False), 'add_special_tokens': (None, False), 'documents': (None,),
+    'chat_template': (None,), 'chat_template_kwargs': (None, {}), 'reasoning_effort': (None,),
+    'return_prompt_text': (None, False),
+}
+COMPLETION_NOT_APPLIED = {**NOT_APPLIED, 'suffix': (None, ''), 'prompt_embeds': (None,),
+                          'add_special_tokens': (None, True)}
+# vLLM's request fields that change nothing in a pt answer: the request's id and session, prefix-cache and KV
+# transfer keys, multimodal options (the pt server takes text only), reasoning output (no reasoning parser), how
+# many tokens a stream's chunk holds (the text is the same), MoE routing
+IGNORED = frozenset({'request_id', 'session_id', 'cache_salt', 'kv_transfer_params', 'ec_transfer_params',
+                     'media_io_kwargs', 'mm_processor_kwargs', 'mm_payload', 'return_mm_kwargs', 'include_reasoning',
+                     'stream_interval', 'routed_experts_prompt_start'})
+
+
 class _Request(GenerationConfig):
-    model_config = ConfigDict(extra='ignore', validate_assignment=False)
+    model_config = ConfigDict(extra='allow', validate_assignment=False)  # unknown fields kept to refuse NOT_APPLIED's
+    not_applied: ClassVar[dict] = NOT_APPLIED
 
     model: Optional[str] = None  # none: the base model, as vLLM's server reads it
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
-    # vLLM's extras the pt backend does not apply: refused when given, rather than answered as if they were
-    logit_bias: Optional[dict[str, float]] = None
-    min_tokens: Optional[int] = None
 
     @field_validator('model')
     @classmethod
@@ -42,13 +77,6 @@ class _Request(GenerationConfig):
             raise ValueError(f'at most {limit} stop strings (VLLM_MAX_STOP_STRINGS), got {len(stop)}')
         return stop  # one with a lone surrogate never comes here: the request guard refuses it (guard.py)
 
-    @field_validator('logit_bias', 'min_tokens')
-    @classmethod
-    def _not_applied(cls, value, info):
-        if value:
-            raise ValueError(f'{info.field_name} is not applied by the pt backend; serve the model with vLLM for it')
-        return value
-
     @model_validator(mode='after')
     def _stream_options_need_stream(self):
         if self.stream_options is not None and not self.stream:
@@ -64,6 +92,10 @@ class _Request(GenerationConfig):
         return self.given()
 
     def generation(self, defaults: GenerationConfig) -> GenerationConfig:
+        for name, value in self.model_extra.items():
+            if value not in self.not_applied.get(name, (value,)):
+                raise SettingsError(f'{name} is not applied by the pt backend; leave it out, or serve the model '
+                                    'with vLLM for it', name)
         return GenerationConfig(**self.settings()).apply(defaults)
 
 
@@ -98,6 +130,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(_Request):
+    not_applied: ClassVar[dict] = CHAT_NOT_APPLIED
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     tools: Optional[list[Tool]] = None
@@ -112,6 +145,7 @@ class ChatCompletionRequest(_Request):
 
 
 class CompletionRequest(_Request):
+    not_applied: ClassVar[dict] = COMPLETION_NOT_APPLIED
     prompt: Union[str, list[str], list[int], list[list[int]]]
     logprobs: Optional[int] = Field(None, ge=0, le=20)  # the completions API counts them
     echo: bool = False

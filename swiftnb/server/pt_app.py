@@ -91,7 +91,8 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
         run = await ChatRun.start(engine, [m.model_dump() for m in body.messages],
                                   body.generation(served_defaults(engine.generation_config)),
                                   engine.adapter(body.model, served_model_name), body.model or served_model_name,
-                                  body.tools, body.tool_choice, tool_call_parser, metrics.finished, template)
+                                  body.tools, body.tool_choice, tool_call_parser, metrics.finished, template,
+                                  body.parallel_tool_calls)
         return _sse(run.chunks(body.include_usage)) if body.stream else (await run.response()).model_dump()
 
     @app.post('/v1/completions')
