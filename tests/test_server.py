@@ -343,3 +343,17 @@ def test_the_pt_server_refuses_a_field_of_vllms_it_does_not_apply(pt_engine):
                 assert error['code'] == 400 and error['param'] == name, (path, name, error)
     finally:
         server.stop()
+
+
+def test_the_pt_servers_metrics_carry_vllms_names():
+    """The pt server's /metrics names are typed in pt_app.Metrics (it imports no vLLM): each must be one vLLM's
+    Prometheus logger declares, so a dashboard made for `vllm serve` reads both."""
+    import inspect
+    from vllm.v1.metrics import loggers
+    from swiftnb.server.pt_app import Metrics
+    declared = inspect.getsource(loggers.PrometheusStatLogger)
+    names = {metric.name for metric in Metrics('tiny-chat').registry.collect()}
+    assert names == {'vllm:num_requests_running', 'vllm:prompt_tokens', 'vllm:generation_tokens',
+                     'vllm:request_success'}
+    for name in names:
+        assert f'name="{name}"' in declared, f'{name} is no longer among vLLM\'s metrics: name it as vLLM does now'
