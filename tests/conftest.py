@@ -1,6 +1,7 @@
 """One vLLM engine for the whole test session (building one takes the better part of a minute),
 and one pt engine beside it for the tests that run on both backends."""
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -96,6 +97,26 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
     return ByGroup(config, log)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With SWIFTNB_TEST_CPU_LOG=FILE: each test's wall time and the machine's idle CPU time meanwhile, a JSON line
+    per test (both workers append): where the suite waits rather than works (issue 36's question; `--durations`
+    gives the wall time only)."""
+    log = os.environ.get('SWIFTNB_TEST_CPU_LOG')
+    if not log:
+        yield
+        return
+    before, start = psutil.cpu_times(), time.perf_counter()
+    yield
+    after = psutil.cpu_times()
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    busy = sum(after) - sum(before) - idle
+    with open(log, 'a') as out:
+        out.write(json.dumps({'test': item.nodeid, 'wall': round(time.perf_counter() - start, 2),
+                              'idle_cpu_s': round(idle, 2), 'busy_cpu_s': round(busy, 2),
+                              'worker': os.environ.get('PYTEST_XDIST_WORKER')}) + '\n')
 
 
 @pytest.fixture(scope='session')
