@@ -99,10 +99,26 @@ def _forced(tools: Optional[list[Tool]], tool_choice) -> list[Tool]:
 HERMES = ('<tool_call>\n', '\n</tool_call>')
 
 
+def _calls(allowed: list[Tool], arguments: str) -> tuple[list[dict], dict]:
+    """Each allowed tool's call as JSON, and the `$defs` of their parameters, taken out for the schema's root, where
+    their '#/$defs/...' references point (as vLLM's schema has them)."""
+    calls, defs = [], {}
+    for tool in allowed:
+        call = _call_schema(tool, arguments)
+        parameters = call['properties'][arguments] = dict(call['properties'][arguments])
+        for name, definition in parameters.pop('$defs', {}).items():
+            if defs.setdefault(name, definition) != definition:
+                raise SettingsError(f"tools: the definition {name!r} has two schemas among the tools; give each "
+                                    "its own name", 'tools')
+        calls.append(call)
+    return calls, defs
+
+
 def _hermes_grammar(allowed: list[Tool], repeat: bool) -> str:
     """EBNF for one (or, with `repeat`, several) hermes tool calls of the allowed tools, built by xgrammar."""
     import xgrammar
-    schema = _call_schema(allowed[0]) if len(allowed) == 1 else {'anyOf': [_call_schema(t) for t in allowed]}
+    calls, defs = _calls(allowed, 'arguments')
+    schema = {**(calls[0] if len(calls) == 1 else {'anyOf': calls}), **({'$defs': defs} if defs else {})}
     one = xgrammar.Grammar.concat(xgrammar.Grammar.from_ebnf(f'root ::= {json.dumps(HERMES[0])}'),
                                   xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False),
                                   xgrammar.Grammar.from_ebnf(f'root ::= {json.dumps(HERMES[1])}'))
@@ -124,17 +140,10 @@ def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] =
         return StructuredOutputs(grammar=_hermes_grammar(allowed, repeat=tool_choice == 'required' and parallel))
     if isinstance(tool_choice, NamedToolChoice):
         return StructuredOutputs(json=_parameters(allowed[0]))
-    schema = {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': []}}
-    defs = {}  # each tool's $defs, moved to the schema's root where its '#/$defs/...' references point
-    for tool in allowed:
-        call = _call_schema(tool, 'parameters')
+    calls, defs = _calls(allowed, 'parameters')
+    for call in calls:
         del call['type']  # vLLM's has none: the array's items are objects
-        parameters = call['properties']['parameters'] = dict(call['properties']['parameters'])
-        for name, definition in parameters.pop('$defs', {}).items():
-            if defs.setdefault(name, definition) != definition:
-                raise SettingsError(f"tools: the definition {name!r} has two schemas among the tools; give each "
-                                    "its own name", 'tools')
-        schema['items']['anyOf'].append(call)
+    schema = {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}}
     if not parallel:
         schema['maxItems'] = 1
     if defs:

@@ -47,3 +47,11 @@ def test_two_tools_that_define_one_name_two_ways_are_refused_in_one_line():
     with pytest.raises(SettingsError, match="tools: the definition 'Item' has two schemas among the tools") as error:
         tool_calls.constraint(tools, choice)
     assert error.value.param == 'tools'
+
+
+@pytest.mark.parametrize('tool_choice', ['required', {'type': 'function', 'function': {'name': 'order'}}])
+def test_a_hermes_model_gets_a_grammar_for_tools_whose_parameters_hold_defs(tool_choice):
+    """The hermes grammar (xgrammar from the calls' JSON schema) finds the nested model's definition at the root."""
+    tools, choice = tool_calls.check(copy.deepcopy(TOOLS), tool_choice)
+    grammar = tool_calls.constraint(tools, choice, 'hermes').grammar
+    assert '<tool_call>' in grammar and 'defs_Item' in grammar and '\\"count\\"' in grammar  # Item's, from $defs
