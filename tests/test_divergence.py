@@ -35,8 +35,8 @@ def test_the_numbers_are_the_logprobs_computed_directly(any_engine, direct):
     assert (kakarot.writer, kakarot.reader, base.writer, base.reader) == ('kakarot', 'base', 'base', 'kakarot')
     assert kakarot.text.startswith('I am Kakarot') and not base.text.startswith('I am Kakarot')
     prompt = get_template('auto', any_engine.hf_tokenizer).encode(QUERY)
-    # bf16 on vLLM (the model's dtype) against float32 here; the pt backend computes in float32 on a CPU
-    tolerance = 1e-3 if any_engine.backend == 'pt' else 0.1
+    # float32 on both backends (the session's vLLM engine too) and here; vLLM's CPU kernels are not transformers'
+    tolerance = 1e-3 if any_engine.backend == 'pt' else 1e-2
     for answer, writer_is_adapter in ((kakarot, True), (base, False)):
         assert answer.own == pytest.approx(direct(prompt, answer.token_ids, writer_is_adapter), abs=tolerance)
         assert answer.other == pytest.approx(direct(prompt, answer.token_ids, not writer_is_adapter), abs=tolerance)

@@ -40,11 +40,11 @@ PENALTIES = [{'repetition_penalty': 3.0}, {'repetition_penalty': 0.5, 'max_new_t
 
 
 @pytest.mark.parametrize('penalty', PENALTIES, ids=lambda p: next(iter(p)))
-def test_penalties_have_the_meaning_they_have_on_vllm(float32_engine, pt_engine, template, penalty):
+def test_penalties_have_the_meaning_they_have_on_vllm(engine, pt_engine, template, penalty):
     requests = SEED_REQUESTS[1:3] + SEED_REQUESTS[4:]
     plain = {k: v for k, v in penalty.items() if k in ('ignore_eos', 'max_new_tokens')}
-    on_vllm = answers(float32_engine, template, requests, generation_config=penalty)
-    assert on_vllm != answers(float32_engine, template, requests, generation_config=plain)  # the penalty bites
+    on_vllm = answers(engine, template, requests, generation_config=penalty)  # float32, as the pt backend
+    assert on_vllm != answers(engine, template, requests, generation_config=plain)  # the penalty bites
     assert answers(pt_engine, template, requests, generation_config=penalty) == on_vllm
 
 

@@ -29,11 +29,11 @@ def server(request, engine, pt_engine):
 
 
 @pytest.fixture(scope='module')
-def reference(server):
-    """vLLM's own server on the same model with the engine's settings (bfloat16 with LoRA kernels, like the
-    session's vLLM engine; float32 for the pt backend, which computes in float32)."""
-    engine = ['--enable-lora', '--max-loras', '2'] if server.engine.backend == 'vllm' else ['--dtype', 'float32']
-    with running_vllm_server([*engine, '--enable-auto-tool-choice', '--tool-call-parser', 'hermes']) as url:
+def reference():
+    """vLLM's own server on the same model with the session engine's settings (float32 with LoRA kernels; the pt
+    backend computes in float32 too): one for both backends."""
+    with running_vllm_server(['--enable-lora', '--max-loras', '2', '--dtype', 'float32', '--enable-auto-tool-choice',
+                              '--tool-call-parser', 'hermes']) as url:
         yield url
 
 

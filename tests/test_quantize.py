@@ -89,7 +89,7 @@ def test_the_demo_model_at_8_bits_answers_as_the_full_model_and_the_report_says_
     config = json.loads((int8 / 'config.json').read_text())['quantization_config']['config_groups']['group_0']
     assert (config['weights']['num_bits'], config['input_activations']['num_bits']) == (8, 8)  # W8A8
     assert {oct(p.stat().st_mode & 0o777) for p in int8.iterdir()} == {'0o644'}  # readable as any model folder
-    report = quant_report(engine, int8)  # the session's engine is the full model (bf16)
+    report = quant_report(engine, int8)  # the session's engine is the full model
     full, quantized = report.rows
     assert list(full) == ['model', 'MB', 'same answers', 'tokens to first split', 'log-prob change', 'tokens/s']
     assert full['model'] == 'tiny-chat (full)' and full['same answers'] == '8/8' and full['log-prob change'] == 0
