@@ -156,7 +156,7 @@ def test_an_engine_for_deploy_is_configured_as_vllm_serve_configures_its_own():
 ])
 def test_a_mistake_in_new_arguments_leaves_the_live_engine_working(engine, template, arguments, message):
     with pytest.raises(UsageError) as error:
-        get_vllm_engine(**SESSION_ENGINE_ARGS, **arguments)
+        get_vllm_engine(**{**SESSION_ENGINE_ARGS, **arguments})
     assert str(error.value).startswith(message) and '\n' not in str(error.value)
     assert get_vllm_engine(**SESSION_ENGINE_ARGS) is engine and not engine.closed  # nothing was shut down
     assert inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response'].startswith('Hello!')
