@@ -116,8 +116,10 @@ def loglikelihoods(url: str, task_dir: str) -> tuple[list[float], float]:
     """Every (context, choice) log-likelihood lm-eval's local-completions model got, and the accuracy."""
     import lm_eval
     from lm_eval.tasks import TaskManager
+    # the local task only: lm-eval's index of its thousands of built-in task YAMLs takes 12.8 s here, each call
+    tasks = TaskManager(include_path=task_dir, include_defaults=False)
     results = lm_eval.simple_evaluate(
-        model='local-completions', tasks=['capitals'], task_manager=TaskManager(include_path=task_dir),
+        model='local-completions', tasks=['capitals'], task_manager=tasks,
         model_args={'model': 'tiny-chat', 'base_url': f'{url}/completions', 'tokenizer': str(DEMO_MODEL_DIR),
                     'tokenizer_backend': 'huggingface', 'tokenized_requests': True, 'max_retries': 1},
         log_samples=True)
