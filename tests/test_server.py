@@ -311,8 +311,10 @@ def test_every_field_of_vllms_requests_is_applied_refused_or_ignored_by_the_pt_s
     vLLM's default) or one that changes nothing in a pt answer (IGNORED). A field vLLM adds fails this."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChat
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VllmCompletion
-    from swiftnb.server.protocol import IGNORED, ChatCompletionRequest, CompletionRequest
-    for vllm_model, ours in ((VllmChat, ChatCompletionRequest), (VllmCompletion, CompletionRequest)):
+    from vllm.entrypoints.serve.tokenize.protocol import TokenizeChatRequest, TokenizeCompletionRequest
+    from swiftnb.server.protocol import IGNORED, ChatCompletionRequest, CompletionRequest, TokenizeRequest
+    for vllm_model, ours in ((VllmChat, ChatCompletionRequest), (VllmCompletion, CompletionRequest),
+                             (TokenizeChatRequest, TokenizeRequest), (TokenizeCompletionRequest, TokenizeRequest)):
         unplaced = [name for name in vllm_model.model_fields
                     if name not in ours.model_fields and name not in ours.not_applied and name not in IGNORED]
         assert not unplaced, f'{ours.__name__}: place these fields of vLLM (apply, refuse or ignore): {unplaced}'
@@ -325,7 +327,7 @@ def test_every_field_of_vllms_requests_is_applied_refused_or_ignored_by_the_pt_s
 def test_the_pt_server_refuses_a_field_of_vllms_it_does_not_apply(pt_engine):
     """What the pt backend does not apply is a 400 naming the field, not an answer as if it had not been sent; the
     field's value that asks for nothing (vLLM's default) is answered."""
-    from swiftnb.server.protocol import CHAT_NOT_APPLIED, COMPLETION_NOT_APPLIED
+    from swiftnb.server.protocol import CHAT_NOT_APPLIED, COMPLETION_NOT_APPLIED, TokenizeRequest
     server = BackgroundServer(pt_engine, port=0)
     try:
         client = OpenAI(api_key='EMPTY', base_url=server.url)
@@ -336,11 +338,15 @@ def test_the_pt_server_refuses_a_field_of_vllms_it_does_not_apply(pt_engine):
             'the model with vLLM for it'
         nothing = {name: values[-1] for name, values in CHAT_NOT_APPLIED.items()}  # every field, as vLLM's default
         assert chat(client, max_tokens=16, extra_body=nothing).choices[0].message.content.startswith('The capital')
-        for path, table in (('/chat/completions', CHAT_NOT_APPLIED), ('/completions', COMPLETION_NOT_APPLIED)):
-            base = {'messages': CAPITAL} if path == '/chat/completions' else {'prompt': 'Hello'}
+        root = server.url.removesuffix('/v1')
+        for path, table in (('/v1/chat/completions', CHAT_NOT_APPLIED), ('/v1/completions', COMPLETION_NOT_APPLIED),
+                            ('/tokenize', TokenizeRequest.not_applied)):
+            base = {'prompt': 'Hello'} if path == '/v1/completions' else {'messages': CAPITAL}
             for name in table:
-                error = post(server, path, {**base, 'max_tokens': 1, name: 'something'}).json()['error']
+                error = httpx.post(root + path, json={**base, 'max_tokens': 1, name: 'something'}).json()['error']
                 assert error['code'] == 400 and error['param'] == name, (path, name, error)
+        nothing = {name: values[-1] for name, values in TokenizeRequest.not_applied.items()}
+        assert httpx.post(root + '/tokenize', json={'messages': CAPITAL, **nothing}).json()['count'] > 0
     finally:
         server.stop()
 

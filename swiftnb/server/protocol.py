@@ -92,11 +92,17 @@ class _Request(GenerationConfig):
         return self.given()
 
     def generation(self, defaults: GenerationConfig) -> GenerationConfig:
-        for name, value in self.model_extra.items():
-            if value not in self.not_applied.get(name, (value,)):
-                raise SettingsError(f'{name} is not applied by the pt backend; leave it out, or serve the model '
-                                    'with vLLM for it', name)
+        refuse_not_applied(self)
         return GenerationConfig(**self.settings()).apply(defaults)
+
+
+def refuse_not_applied(body: BaseModel) -> None:
+    """SettingsError for the first of vLLM's fields in `body` (kept among its extras) that the pt backend does not
+    apply and that asks for something (`body.not_applied`)."""
+    for name, value in body.model_extra.items():
+        if value not in body.not_applied.get(name, (value,)):
+            raise SettingsError(f'{name} is not applied by the pt backend; leave it out, or serve the model with vLLM '
+                                'for it', name)
 
 
 def encodable(text: str) -> str:
@@ -170,7 +176,9 @@ class CompletionRequest(_Request):
 
 class TokenizeRequest(BaseModel):
     """vLLM's /tokenize body: a prompt, or chat messages rendered by the chat template."""
-    model_config = ConfigDict(extra='ignore')
+    model_config = ConfigDict(extra='allow')  # unknown fields kept to refuse not_applied's
+    not_applied: ClassVar[dict] = {'add_generation_prompt': (None, True), 'continue_final_message': (None, False),
+                                   'chat_template': (None,), 'chat_template_kwargs': (None, {})}
     model: Optional[str] = None
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = Field(None, min_length=1)

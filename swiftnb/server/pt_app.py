@@ -27,7 +27,8 @@ from swiftnb.server.adapters import add_adapter_routes
 from swiftnb.server.errors import error_body, error_json, status_of, swiftnb_error_json
 from swiftnb.server.openapi import declare_responses
 from swiftnb.server.options import ServerOptions
-from swiftnb.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from swiftnb.server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest,
+                                     refuse_not_applied)
 from swiftnb.settings import describe, served_defaults
 
 
@@ -72,6 +73,7 @@ def create_pt_app(engine: Engine, options: ServerOptions, served_model_name: str
 
     @app.post('/tokenize')
     async def tokenize(body: TokenizeRequest):
+        refuse_not_applied(body)
         if body.messages is not None:
             ids = await encode_messages(engine, template, [m.model_dump() for m in body.messages], body.tools)
         elif body.prompt is not None:
