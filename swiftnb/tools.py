@@ -104,13 +104,13 @@ def _calls(allowed: list[Tool], arguments: str) -> tuple[list[dict], dict]:
     their '#/$defs/...' references point (as vLLM's schema has them)."""
     calls, defs = [], {}
     for tool in allowed:
-        call = _call_schema(tool, arguments)
-        parameters = call['properties'][arguments] = dict(call['properties'][arguments])
+        schema = _call_schema(tool, arguments)
+        parameters = schema['properties'][arguments] = dict(schema['properties'][arguments])
         for name, definition in parameters.pop('$defs', {}).items():
             if defs.setdefault(name, definition) != definition:
                 raise SettingsError(f"tools: the definition {name!r} has two schemas among the tools; give each "
                                     "its own name", 'tools')
-        calls.append(call)
+        calls.append(schema)
     return calls, defs
 
 
@@ -141,8 +141,8 @@ def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] =
     if isinstance(tool_choice, NamedToolChoice):
         return StructuredOutputs(json=_parameters(allowed[0]))
     calls, defs = _calls(allowed, 'parameters')
-    for call in calls:
-        del call['type']  # vLLM's has none: the array's items are objects
+    for schema in calls:
+        del schema['type']  # vLLM's has none: the array's items are objects
     schema = {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}}
     if not parallel:
         schema['maxItems'] = 1
