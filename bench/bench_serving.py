@@ -136,10 +136,9 @@ def measure(concurrency=(16, 64), reps: int = 2, num_prompts: int = 64, model: O
     lengths = (input_len, output_len)
     vllm_port, ours_port = free_port(), free_port()
     vllm_cmd = vllm_serve_cmd(model, vllm_port, engine_args)
-    ours_cmd = [sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name',
-                SERVED_NAME, '--port', str(ours_port), *flags(engine_args, '_')]
-    if vllm_twice:
-        ours_cmd = vllm_serve_cmd(model, ours_port, engine_args)
+    ours_cmd = vllm_serve_cmd(model, ours_port, engine_args) if vllm_twice else [
+        sys.executable, '-m', 'swiftnb.cli', 'deploy', '--model_id_or_path', model, '--served_model_name', SERVED_NAME,
+        '--port', str(ours_port), *flags(engine_args, '_')]
     logs = Path(os.environ.get('TMPDIR', '/tmp'))
     rows, seeds = [], itertools.count(1)  # seed 0: the warm-up and sizing runs
     with running(vllm_cmd, vllm_port, logs / 'bench-vllm-server.log') as vllm_proc, \

@@ -141,8 +141,8 @@ def constraint(tools: Optional[list[Tool]], tool_choice, parser: Optional[str] =
     if isinstance(tool_choice, NamedToolChoice):
         return StructuredOutputs(json=_parameters(allowed[0]))
     calls, defs = _calls(allowed, 'parameters')
-    for schema in calls:
-        del schema['type']  # vLLM's has none: the array's items are objects
+    for one in calls:
+        del one['type']  # vLLM's has none: the array's items are objects
     schema = {'type': 'array', 'minItems': 1, 'items': {'type': 'object', 'anyOf': calls}}
     if not parallel:
         schema['maxItems'] = 1

@@ -177,8 +177,8 @@ class CompletionRequest(_Request):
 class TokenizeRequest(BaseModel):
     """vLLM's /tokenize body: a prompt, or chat messages rendered by the chat template."""
     model_config = ConfigDict(extra='allow')  # unknown fields kept to refuse not_applied's
-    not_applied: ClassVar[dict] = {'add_generation_prompt': (None, True), 'continue_final_message': (None, False),
-                                   'chat_template': (None,), 'chat_template_kwargs': (None, {})}
+    not_applied: ClassVar[dict] = {name: CHAT_NOT_APPLIED[name] for name in (
+        'add_generation_prompt', 'continue_final_message', 'chat_template', 'chat_template_kwargs')}
     model: Optional[str] = None
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = Field(None, min_length=1)
