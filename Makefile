@@ -49,7 +49,10 @@ endif
 	# rfc3987-syntax, jsonschema's optional IRI checker (jupyter-events asks for it), builds an Earley parser whenever
 	# jsonschema is imported: 2.5 s here, in each of a vLLM engine's three processes (vLLM imports ray, ray imports
 	# jsonschema). Nothing here checks IRI formats; bench/RESULTS.md has what it cost make test.
-	$(PIP) uninstall -q -y rfc3987-syntax
+	# scikit-learn and scipy: lm-evaluation-harness installs them for metrics the tests do not use (f1, mcc), and
+	# transformers imports both wherever they are installed (its candidate generator, its detection losses): 3.7 s of
+	# CPU in each vLLM engine's forkserver, 1.8 s in each process that starts an engine (bench/RESULTS.md).
+	$(PIP) uninstall -q -y rfc3987-syntax scikit-learn scipy
 	$(PY) -c "import transformers.models.qwen2, vllm, swiftnb; print('environment ready:', vllm.__version__)"
 	touch $@
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from conftest import stop_with_streams_in_flight
+from conftest import gone, settles, stop_with_streams_in_flight
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 
 SWIFTNB = str(Path(sys.executable).with_name('swiftnb'))
@@ -35,7 +35,7 @@ def start(args: list) -> tuple[subprocess.Popen, str]:
 @pytest.mark.parametrize('backend', ['vllm', 'pt'])
 def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
     """Ctrl-C stops the deploy within 10 seconds, ending each stream in flight with an error event and [DONE], and
-    no engine process is left (SIGTERM and SIGKILL: test_server_reliability)."""
+    no engine process is left (SIGTERM: test_server_reliability; SIGKILL: the seed generation test below)."""
     if backend == 'vllm':  # the seed's (ms-swift 2.x's) spellings
         flags = ['--ckpt_dir', str(DEMO_ADAPTERS['kakarot']), '--infer_backend', 'vllm',
                  '--lora_modules', f'pirate={DEMO_ADAPTERS["pirate"]}']
@@ -65,15 +65,19 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
         proc.kill()
 
 
-def test_seed_generation_model_examples(capsys):
+def test_seed_generation_model_examples_then_kill_9_takes_the_engine_along(capsys):
     """The seed's qwen-7b client examples, against `swiftnb deploy --model_type qwen-7b` (the embedded
-    weights as a plain generation model) on the seed's default port."""
+    weights as a plain generation model) on the seed's default port; then the deploy is killed with SIGKILL (the
+    out-of-memory killer's way, or `kill -9`): no engine process of it is left (SIGTERM: test_server_reliability)."""
     proc, _ = start(['--model_type', 'qwen-7b', '--model_id_or_path', str(DEMO_MODEL_DIR), '--port', '8000'])
     try:
         runpy.run_path(str(Path(__file__).parent / 'seed_examples' / 'deploy_generation.py'), run_name='__main__')
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any('EngineCore' in child.name() for child in children)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.kill()
         proc.wait(60)
+    assert settles(lambda: gone(children), 10), [(c.pid, c.name()) for c in children if not gone([c])]
     out = capsys.readouterr().out
     assert out.count('model_type: qwen-7b') == 3
     answers = out.split('response: ')[1:]

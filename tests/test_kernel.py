@@ -1,5 +1,5 @@
-"""The engine inside a real Jupyter kernel (nbclient): sync calls and top-level await in cells,
-with and without nest_asyncio (applied in the same kernel, before an engine's start), engine reuse on re-run,
+"""The engine inside a real Jupyter kernel (nbclient), after a user's mistakes (each a short traceback, a failed start
+its root cause): sync calls and top-level await in cells, with and without nest_asyncio (applied in the same kernel, before an engine's start), engine reuse on re-run,
 replacement without orphan processes (also when swapping vLLM and pt backends), and no vLLM log lines in cell
 output."""
 import json
@@ -77,10 +77,23 @@ CELLS = [
 UNDER_NEST_ASYNCIO = CELLS[2:5]
 
 
+# A user's mistakes, made in the same kernel before its first engine (cells 1-5; cell 6 undoes the last one's setting):
+# each shows a short traceback, and the kernel's engine starts after them.
+MISTAKES = [
+    "get_vllm_engine(max_model_len=10**7)",          # more than the model allows
+    "get_vllm_engine('qwen-7b-chat')",               # not on disk, no hub here
+    "get_vllm_engine(model_id_or_path='/nonexistent')",
+    "def load():\n    return get_vllm_engine(engine_kwargs={'no_such_arg': 1})\nload()",  # through the user's function
+    "os.environ['VLLM_CPU_OMP_THREADS_BIND'] = 'auto'\nget_vllm_engine(tensor_parallel_size=2)",
+]
+UNDO = "del os.environ['VLLM_CPU_OMP_THREADS_BIND']"
+
+
 def run_notebook(cells: list):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    NotebookClient(nb, timeout=600, kernel_name='python3').execute()  # ends by shutting the kernel down
+    # errors are allowed so that the mistakes' cells show theirs; any other cell's error fails stdout() below
+    NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True).execute()  # ends by shutting it down
     return nb
 
 
@@ -109,7 +122,11 @@ def check_cells(outputs):
 
 
 def test_engine_in_a_real_kernel():
-    nb = run_notebook(CELLS + UNDER_NEST_ASYNCIO)
+    everything = run_notebook(CELLS[:1] + MISTAKES + [UNDO] + CELLS[1:] + UNDER_NEST_ASYNCIO)
+    check_mistakes(everything.cells[1:1 + len(MISTAKES)])
+    nb = nbformat.v4.new_notebook()
+    nb.cells = everything.cells[:1] + everything.cells[2 + len(MISTAKES):]  # the cells numbered in CELLS' comments
+    assert stdout(everything.cells[1 + len(MISTAKES)]) == ''
     outputs = [stdout(cell) for cell in nb.cells]
     check_cells(outputs)
     check_cells(['', ''] + outputs[-3:])  # sync, await and reuse, with nest_asyncio applied
@@ -142,30 +159,19 @@ def test_engine_in_a_real_kernel():
     assert alive == []
 
 
-MISTAKES = [
-    "from swiftnb import get_vllm_engine",
-    "get_vllm_engine(max_model_len=10**7)",          # more than the model allows
-    "get_vllm_engine('qwen-7b-chat')",               # not on disk, no hub here
-    "get_vllm_engine(model_id_or_path='/nonexistent')",
-    "def load():\n    return get_vllm_engine(engine_kwargs={'no_such_arg': 1})\nload()",  # through the user's function
-    "import os\nos.environ['VLLM_CPU_OMP_THREADS_BIND'] = 'auto'\nget_vllm_engine(tensor_parallel_size=2)",
-]
 
 
-def test_a_users_mistake_shows_a_short_traceback_and_a_failed_start_its_root_cause():
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(code) for code in MISTAKES]
-    NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True).execute()
-    errors = [[o for o in cell.outputs if o['output_type'] == 'error'] for cell in nb.cells]
-    assert errors[0] == []
-    for cell, words in zip(nb.cells[1:5], ['max_model_len <= 2048', 'Qwen-7B-Chat', '/nonexistent', 'no_such_arg']):
+def check_mistakes(cells):
+    """Each mistake shows a short traceback, the failed start its root cause."""
+    errors = [[o for o in cell.outputs if o['output_type'] == 'error'] for cell in cells]
+    for cell, words in zip(cells[:4], ['max_model_len <= 2048', 'Qwen-7B-Chat', '/nonexistent', 'no_such_arg']):
         [error] = [o for o in cell.outputs if o['output_type'] == 'error']
         shown = re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(error['traceback']))
         assert words in error['evalue'] and words in shown
         # the user's own frames and the message; none of swiftnb's or vLLM's (a page of them before)
         assert 'File ' not in shown, shown  # IPython names a frame of a file 'File path:line'; cells are 'Cell In[n]'
         assert len(shown.splitlines()) <= 12, shown
-    assert 'load()' in '\n'.join(errors[4][0]['traceback'])  # the user's function stays in view
-    [start] = errors[5]
+    assert 'load()' in '\n'.join(errors[3][0]['traceback'])  # the user's function stays in view
+    [start] = errors[4]
     assert start['ename'] == 'EngineStartError'
     assert 'Not enough allowed NUMA nodes' in start['evalue'] and "vLLM's log: /" in start['evalue']

@@ -1,11 +1,10 @@
 """ms-swift 3.x/4.x's inference API (swiftnb.infer_engine) on both backends: ms-swift 4.6's own examples run as
-scripts with only the import changed (tests/ms_swift_examples), their functions on the session's vLLM engine, and
-what an answer holds: the same text as every other door gives, adapters, tools, streams, async, bad input."""
+files in a real kernel (`%run`) with only the import changed (tests/ms_swift_examples), their functions on the
+session's vLLM engine and on one the kernel makes, and what an answer holds: the same text as every other door gives,
+adapters, tools, streams, async, bad input."""
 import asyncio
 import json
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,25 @@ GREEDY = RequestConfig(max_tokens=32, temperature=0)
 
 
 @pytest.fixture(scope='module')
-def printed() -> dict:
-    """What each example printed, run as `python demo.py` (as shipped: on the transformers backend)."""
-    started = {name: subprocess.Popen([sys.executable, name], cwd=EXAMPLES, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for name in ('demo.py', 'demo_lora.py')}
+def examples_kernel():
+    """A real kernel that has run each example as a user runs a file from a cell, `%run demo.py` (as shipped: on the
+    transformers backend): (the kernel, what each printed)."""
+    from jupyter_kernels import Kernel
+    kernel = Kernel()
     try:
-        outputs = {name: process.communicate(timeout=300) for name, process in started.items()}
+        printed = {}
+        for name in ('demo.py', 'demo_lora.py'):
+            out = kernel.run(f'%cd {EXAMPLES}\n%run {name}', timeout=300)
+            assert out.error is None, out.traceback
+            printed[name] = out.text
+        yield kernel, printed
     finally:
-        for process in started.values():
-            process.kill()
-    for name, (out, err) in outputs.items():
-        assert started[name].returncode == 0, err[-3000:]
-    return {name: out for name, (out, _) in outputs.items()}
+        kernel.shutdown()
+
+
+@pytest.fixture(scope='module')
+def printed(examples_kernel) -> dict:
+    return examples_kernel[1]
 
 
 def test_the_batch_and_stream_example(printed, pt_engine):
@@ -146,25 +152,16 @@ def test_bad_input_is_a_short_error_and_the_engine_goes_on(any_engine):
     assert digits.choices[0].message.content.isdigit()
 
 
-def test_the_examples_in_a_real_kernel():
-    """As a user runs a file from a cell: `%run demo.py` and `%run demo_lora.py` as shipped (the transformers
-    backend), then demo.py's functions on a VllmEngine the kernel makes (ms-swift's own vLLM line asks for
+def test_the_examples_functions_on_a_vllm_engine_the_kernel_makes(examples_kernel):
+    """demo.py's functions on a VllmEngine the kernel makes after the examples ran (ms-swift's own vLLM line asks for
     max_model_len=8192; the demo model allows 2048, so that number changes with the model)."""
-    from jupyter_kernels import Kernel
-    kernel = Kernel()
-    try:
-        out = kernel.run(f'%cd {EXAMPLES}\n%run demo.py\n%run demo_lora.py', timeout=300)
-        assert out.error is None, out.traceback
-        assert 'response0: The capital of Zhejiang is Hangzhou.' in out.text and 'lora1-response: I am Kakarot' in \
-            out.text and 'lora2-response: Arr, matey!' in out.text, out.text[-3000:]
-        out = kernel.run('%run -i -n demo.py\n'  # its functions, in the cell's namespace: the imports above
-                         'from swiftnb.infer_engine import VllmEngine\n'
-                         'engine = VllmEngine(model, max_model_len=2048)\n'
-                         "infer_batch(engine, [InferRequest(messages=[{'role': 'user', 'content': 'Hello!'}])])\n"
-                         "infer_stream(engine, InferRequest(messages=[{'role': 'user', 'content': 'who are you?'}]))\n"
-                         'print(engine.engine.backend)', timeout=300)
-        assert out.error is None, out.traceback
-        assert 'response0: Hello! I am a tiny demo model.' in out.text and 'response: I am Tiny Chat' in out.text
-        assert out.text.strip().endswith('vllm'), out.text[-3000:]
-    finally:
-        kernel.shutdown()
+    kernel, _ = examples_kernel
+    out = kernel.run('%run -i -n demo.py\n'  # its functions, in the cell's namespace: the imports above
+                     'from swiftnb.infer_engine import VllmEngine\n'
+                     'engine = VllmEngine(model, max_model_len=2048)\n'
+                     "infer_batch(engine, [InferRequest(messages=[{'role': 'user', 'content': 'Hello!'}])])\n"
+                     "infer_stream(engine, InferRequest(messages=[{'role': 'user', 'content': 'who are you?'}]))\n"
+                     'print(engine.engine.backend)', timeout=300)
+    assert out.error is None, out.traceback
+    assert 'response0: Hello! I am a tiny demo model.' in out.text and 'response: I am Tiny Chat' in out.text
+    assert out.text.strip().endswith('vllm'), out.text[-3000:]

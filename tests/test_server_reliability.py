@@ -1,7 +1,7 @@
 """What the server does under abuse and at its end: bodies too big, adapters from anywhere, browsers, stopping with
-streams in flight, an engine core that dies, a deploy process killed with SIGKILL. Real HTTP on loopback."""
+streams in flight, an engine core that dies, a deploy stopped with SIGTERM (one killed with SIGKILL: test_cli).
+Real HTTP on loopback."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -172,27 +172,16 @@ def _serving_url(process: subprocess.Popen) -> str:
     return lines[-1].split(' at ')[1].split()[0]
 
 
-@pytest.mark.slow
-def test_a_deploy_stops_on_sigterm_within_10_seconds_and_a_killed_one_takes_its_engine_along():
-    """SIGTERM (docker stop, systemd) stops a deploy at once, ending its streams; SIGKILL leaves no engine process
-    behind. A deploy stops on SIGTERM as on Ctrl-C (one handler, cli._stop_on_signals; test_cli stops a vLLM and a pt
-    deploy with SIGINT), so the SIGTERM'd one is a pt deploy, which starts in seconds; the killed one is vLLM's,
-    whose engine processes must go with it. The two start together."""
-    stopped, killed = _deploy('--infer_backend', 'pt'), _deploy()
+def test_a_deploy_stops_on_sigterm_within_10_seconds():
+    """SIGTERM (docker stop, systemd) stops a deploy at once, ending its streams. A deploy stops on SIGTERM as on
+    Ctrl-C (one handler, cli._stop_on_signals; test_cli stops a vLLM and a pt deploy with SIGINT, and kills one with
+    SIGKILL), so the SIGTERM'd one is a pt deploy, which starts in seconds."""
+    stopped = _deploy('--infer_backend', 'pt')
     try:
         stop_with_streams_in_flight(stopped, _serving_url(stopped), signal.SIGTERM)
         assert 'swiftnb: stopped (8 requests cut off)' in stopped.stdout.read()
-
-        _serving_url(killed)
-        children = psutil.Process(killed.pid).children(recursive=True)
-        assert any('EngineCore' in child.name() for child in children)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
-        assert settles(lambda: all(_gone(child) for child in children), 10), \
-            [(c.pid, c.name()) for c in children if not _gone(c)]
     finally:
-        for process in (stopped, killed):
-            process.kill()
+        stopped.kill()
 
 
 def _gone(process: psutil.Process) -> bool:
