@@ -54,6 +54,9 @@ def test_deploy_a_lora_checkpoint_then_ctrl_c_with_streams_in_flight(backend):
         metrics = httpx.get(url.removesuffix('/v1') + '/metrics').text  # vLLM's stats on, as in `vllm serve`
         assert re.search(r'vllm:generation_tokens_total\{[^}]*model_name="tiny-chat"[^}]*\} [1-9]', metrics), metrics
         children = psutil.Process(proc.pid).children(recursive=True)
+        if backend == 'vllm':  # the engine core's forkserver is a fork of the deploy (engine/forkserver.py)
+            [core] = [c for c in children if c.name() == 'VLLM::EngineCore']
+            assert core.parent().ppid() == proc.pid and core.parent().cmdline() == psutil.Process(proc.pid).cmdline()
         stop_with_streams_in_flight(proc, url, signal.SIGINT)
         stopping, stopped = proc.stdout.read().strip().splitlines()
         assert stopping == 'swiftnb: stopping'

@@ -191,7 +191,10 @@ def test_the_engines_processes_ignore_the_kernels_interrupt(engine):
 def test_the_engine_core_comes_from_a_forkserver_that_has_vllm_imported(engine):
     """On CPU (engine/forkserver.py): the engine core's parent is the forkserver, which has torch loaded; the core
     forks its worker; the core writes where the start sent stdout (the log file the start's progress reads).
-    Each engine live in this process is checked (another test's engine may run beside the session's)."""
+    Each engine live in this process is checked (another test's engine may run beside the session's). This process
+    had imported torch before its first engine, so its server is a fresh interpreter (a CLI's is a fork of it:
+    test_cli)."""
+    assert not forkserver.forkable()
     processes = engine_processes()
     cores = [p for p in processes if p.name() == 'VLLM::EngineCore']
     workers = [p for p in processes if p.name().startswith('VLLM::Worker')]

@@ -14,11 +14,26 @@ kernel still ends every engine process. The server is never replaced while the p
 would end every engine it started (their parent). vLLM's logging is configured as the server imported it (at
 INFO with either of swiftnb's log settings, logs.py); where it goes follows the fds of each start.
 
+The server is started as multiprocessing starts it, a fresh interpreter that imports vLLM again (another 10-12 s of
+CPU), except in a process where that import can be skipped safely: one that had not imported torch when its engine
+started (so it has run no OpenMP region, which a fork does not carry over) and is no IPython kernel (whose output
+streams, widgets and progress bars are the kernel's, through sockets a fork cannot use): a CLI command, a plain
+script. There the server is a fork of the process, made on the engine's start right after vLLM's import, holding
+none of the process's sockets and pipes (below); vLLM itself forks the process it runs in for its engine core on GPU.
+
 CUDA keeps vLLM's own choice (fork, or spawn once CUDA is initialised).
 """
+import asyncio
+import contextlib
+import gc
+import logging
 import multiprocessing
 import os
-from multiprocessing import forkserver, reduction
+import signal
+import stat
+import sys
+import warnings
+from multiprocessing import forkserver, reduction, resource_tracker, util
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 
 # What the server imports once (the engine core's and its CPU worker's modules); this module, for its children.
@@ -81,4 +96,78 @@ def context() -> multiprocessing.context.BaseContext:
     """The context vLLM starts its engine core from (vllm_compat.start_engine_processes_from)."""
     _context.set_forkserver_preload(PRELOAD)  # here, not at import: a user's own forkserver is theirs until then
     return _context
+
+
+_forkable = []  # the first answer of forkable(), for the process's life
+
+
+def server_pid():
+    """The server's pid (None before it starts): a fork of this process carries this process's command line."""
+    return forkserver._forkserver._forkserver_pid
+
+
+def forkable() -> bool:
+    """Whether the server may be a fork of this process (module docstring): whether, when this was first asked
+    (engine_args, before swiftnb first imports vLLM), the process had not imported torch and was no IPython kernel."""
+    if not _forkable:
+        _forkable.append('torch' not in sys.modules and 'IPython' not in sys.modules)
+    return _forkable[0]
+
+
+def start_as_fork() -> None:
+    """The server, if none runs yet, started as a fork of this process (which is forkable()): multiprocessing's own
+    start (its socket, its 'alive' pipe, its command line: whatever this Python's version makes of them), with the
+    exec of a fresh interpreter replaced by a fork that runs the same command. multiprocessing has no option for
+    it, and its start differs from one Python version to the next, so its helper is swapped for the call."""
+    resource_tracker.ensure_running()  # before the swap below: it starts with spawnv_passfds too
+    spawn = util.spawnv_passfds
+    util.spawnv_passfds = _fork_passfds
+    try:
+        forkserver.ensure_running()
+    finally:
+        util.spawnv_passfds = spawn
+
+
+def _fork_passfds(path, args, passfds) -> int:
+    """util.spawnv_passfds's part: a child that keeps `passfds` and runs the `-c` command at the end of `args`."""
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads: only this one runs in the child
+        warnings.simplefilter('ignore', DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _as_a_fresh_interpreter(set(passfds))
+        exec(args[-1], {'__name__': '__mp_forkserver__'})
+    finally:
+        os._exit(0)
+
+
+def _as_a_fresh_interpreter(passfds: set) -> None:
+    """In the forked child: what an exec would have given the server. Only this thread runs, on no event loop; no
+    object of the parent is ever collected here (a finalizer would act on the parent's descriptors); each pipe,
+    socket, event or poll descriptor of the parent is /dev/null from now on (a socket or pipe held here would keep a
+    port bound or an end of a pipe open for the parent, and an epoll set would keep reporting descriptors the parent
+    closed), under its number, which nothing here can then reuse; files (vLLM's log) and terminals stay; SIGINT and
+    SIGCHLD are Python's defaults; standard streams are new files on 0, 1 and 2, and loggers writing to the old ones
+    write to these."""
+    gc.freeze()
+    asyncio._set_running_loop(None)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in map(int, os.listdir('/proc/self/fd')):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            mode = os.fstat(fd).st_mode
+            if fd > 2 and fd != null and fd not in passfds and not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+                os.dup2(null, fd)
+    os.close(null)
+    streams = {id(sys.stdout): open(1, 'w', buffering=1, closefd=False),
+               id(sys.stderr): open(2, 'w', buffering=1, closefd=False)}
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, 'handlers', []):
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in streams:
+                with contextlib.suppress(AttributeError):  # one that looks sys.stderr up itself (logging.lastResort)
+                    handler.setStream(streams[id(handler.stream)])
+    sys.stdout, sys.stderr = streams[id(sys.stdout)], streams[id(sys.stderr)]
 

@@ -67,8 +67,9 @@ def end_started_since(before: set, timeout: float = 2.0) -> None:
     """Stop the processes this process started since `before` was taken (an engine start that was interrupted):
     SIGTERM (vLLM's engine core then stops its workers), SIGKILL for what is left after `timeout`.
     multiprocessing's resource tracker and forkserver serve the whole process, not one engine: they stay."""
-    servers = ('resource_tracker', 'multiprocessing.forkserver')
-    started = [p for p in children() - before if not any(server in ' '.join(_cmdline(p)) for server in servers)]
+    from swiftnb.engine.forkserver import server_pid
+    started = [p for p in children() - before
+               if p.pid != server_pid() and 'resource_tracker' not in ' '.join(_cmdline(p))]
     for process in started:
         try:
             process.terminate()

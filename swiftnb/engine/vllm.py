@@ -27,6 +27,7 @@ def engine_args(model_dir: str, options: VllmOptions):
     checked (unknown fields, dtype, max_model_len against the model's limit, parallel sizes): a mistake is
     one UsageError, raised before the live engine is touched."""
     logs.prepare_vllm_env()  # before vLLM is imported: it reads these at import
+    forkserver.forkable()  # asked before vLLM (and torch) is imported: the answer holds for the process
     with logs.quiet_fds():  # vLLM prints while it imports and checks (Triton's notice on CPU)
         from vllm.engine.arg_utils import AsyncEngineArgs
         try:
@@ -221,6 +222,8 @@ class VllmEngine(Engine):
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
         if current_platform.is_cpu():  # its engine core starts with vLLM imported (forkserver.py)
+            if forkserver.forkable():
+                forkserver.start_as_fork()
             start_engine_processes_from(forkserver.context)
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(options.ranks()):
             if placement_group is None:
