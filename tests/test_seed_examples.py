@@ -1,5 +1,5 @@
-"""The seed guide's Python examples, run as plain scripts with only the import (and the model,
-which must be the embedded one here) changed. Their printed answers must make sense."""
+"""The seed guide's Python examples, run as files with only the import (and the model, which must be the embedded
+one here) changed, one after the other in one Python process. Their printed answers must make sense."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,26 +7,25 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).parent / 'seed_examples'
-
-
-def start(script: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(EXAMPLES / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+SCRIPTS = ('inference.py', 'lora.py')
+# Each script's output starts after this line (the scripts print no such line).
+MARK = '=== {} ==='
 
 
 @pytest.fixture(scope='module')
 def printed() -> dict:
-    """What each example printed; they run at the same time (an engine's start, mostly one core, is most of it)."""
-    started = {script: start(script) for script in ('inference.py', 'lora.py')}
-    try:
-        outputs = {script: process.communicate(timeout=600) for script, process in started.items()}
-    finally:
-        for process in started.values():
-            process.kill()  # nothing left running if one of them hung
-    for script, (out, err) in outputs.items():
-        assert started[script].returncode == 0, err[-3000:]
-        assert 'ERROR' not in err and 'WARNING' not in err, err[-3000:]
-    return {script: out for script, (out, _) in outputs.items()}
+    """What each example printed, run one after the other in one Python process as `python FILE` runs a file (runpy,
+    as __main__): the second script's engine, with other arguments, replaces the first's, as a re-run notebook's
+    does, and starts from the process's forkserver; the process's first start is a script's own."""
+    code = ('import runpy, sys\n'
+            f'for script in {SCRIPTS!r}:\n'
+            f'    print({MARK!r}.format(script), flush=True)\n'
+            f'    runpy.run_path({str(EXAMPLES)!r} + "/" + script, run_name="__main__")\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'ERROR' not in done.stderr and 'WARNING' not in done.stderr, done.stderr[-3000:]
+    parts = done.stdout.split(MARK.format(SCRIPTS[1]))
+    return {SCRIPTS[0]: parts[0].split(MARK.format(SCRIPTS[0]))[1], SCRIPTS[1]: parts[1]}
 
 
 def test_inference_example(printed):
