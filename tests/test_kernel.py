@@ -8,6 +8,7 @@ import time
 
 import nbformat
 import psutil
+import pytest
 from nbclient import NotebookClient
 
 CELLS = [
@@ -123,12 +124,17 @@ def check_cells(outputs):
     assert reuse == {'same': True, 'new': 0}
 
 
-def test_engine_in_a_real_kernel():
-    everything = run_notebook(CELLS[:1] + MISTAKES + [UNDO] + CELLS[1:] + UNDER_NEST_ASYNCIO)
-    check_mistakes(everything.cells[1:1 + len(MISTAKES)])
+@pytest.fixture(scope='module')
+def executed():
+    """The kernel's notebook, run once: the set-up cell, the mistakes, the cell undoing the last one's setting, then
+    CELLS' cells and UNDER_NEST_ASYNCIO's."""
+    return run_notebook(CELLS[:1] + MISTAKES + [UNDO] + CELLS[1:] + UNDER_NEST_ASYNCIO).cells
+
+
+def test_engine_in_a_real_kernel(executed):
+    assert stdout(executed[1 + len(MISTAKES)]) == ''  # the undo
     nb = nbformat.v4.new_notebook()
-    nb.cells = everything.cells[:1] + everything.cells[2 + len(MISTAKES):]  # the cells numbered in CELLS' comments
-    assert stdout(everything.cells[1 + len(MISTAKES)]) == ''
+    nb.cells = executed[:1] + executed[2 + len(MISTAKES):]  # the cells as numbered in CELLS' comments
     outputs = [stdout(cell) for cell in nb.cells]
     check_cells(outputs)
     check_cells(['', ''] + outputs[-3:])  # sync, await and reuse, with nest_asyncio applied
@@ -165,8 +171,8 @@ def test_engine_in_a_real_kernel():
 
 
 
-def check_mistakes(cells):
-    """Each mistake shows a short traceback, the failed start its root cause."""
+def test_a_users_mistake_shows_a_short_traceback_and_a_failed_start_its_root_cause(executed):
+    cells = executed[1:1 + len(MISTAKES)]
     errors = [[o for o in cell.outputs if o['output_type'] == 'error'] for cell in cells]
     for cell, words in zip(cells[:4], ['max_model_len <= 2048', 'Qwen-7B-Chat', '/nonexistent', 'no_such_arg']):
         [error] = [o for o in cell.outputs if o['output_type'] == 'error']
