@@ -1,7 +1,7 @@
 """The engine inside a real Jupyter kernel (nbclient), after a user's mistakes (each a short traceback, a failed start
-its root cause): sync calls and top-level await in cells, with and without nest_asyncio (applied in the same kernel, before an engine's start), engine reuse on re-run,
-replacement without orphan processes (also when swapping vLLM and pt backends), and no vLLM log lines in cell
-output."""
+its root cause): sync calls and top-level await in cells, with and without nest_asyncio (applied in the same kernel,
+before an engine's start), engine reuse on re-run, replacement without orphan processes (also when swapping vLLM and
+pt backends), and no vLLM log lines in cell output."""
 import json
 import re
 import time
