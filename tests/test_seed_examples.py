@@ -8,8 +8,7 @@ import pytest
 
 EXAMPLES = Path(__file__).parent / 'seed_examples'
 SCRIPTS = ('inference.py', 'lora.py')
-# Each script's output starts after this line (the scripts print no such line).
-MARK = '=== {} ==='
+MARK = '=== the next script ===\n'  # printed before each script (the scripts print no such line)
 
 
 @pytest.fixture(scope='module')
@@ -17,15 +16,14 @@ def printed() -> dict:
     """What each example printed, run one after the other in one Python process as `python FILE` runs a file (runpy,
     as __main__): the second script's engine, with other arguments, replaces the first's, as a re-run notebook's
     does, and starts from the process's forkserver; the process's first start is a script's own."""
-    code = ('import runpy, sys\n'
+    code = ('import runpy\n'
             f'for script in {SCRIPTS!r}:\n'
-            f'    print({MARK!r}.format(script), flush=True)\n'
+            f'    print({MARK!r}, end="", flush=True)\n'
             f'    runpy.run_path({str(EXAMPLES)!r} + "/" + script, run_name="__main__")\n')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'ERROR' not in done.stderr and 'WARNING' not in done.stderr, done.stderr[-3000:]
-    parts = done.stdout.split(MARK.format(SCRIPTS[1]))
-    return {SCRIPTS[0]: parts[0].split(MARK.format(SCRIPTS[0]))[1], SCRIPTS[1]: parts[1]}
+    return dict(zip(SCRIPTS, done.stdout.split(MARK)[1:], strict=True))
 
 
 def test_inference_example(printed):

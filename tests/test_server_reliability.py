@@ -9,11 +9,10 @@ import threading
 import time
 
 import httpx
-import psutil
 import pytest
 
-from conftest import (CAPITAL, LONG_STREAM, engine_processes, settles, stop_with_streams_in_flight, stream_lines,
-                      streams_in_flight)
+from conftest import (CAPITAL, LONG_STREAM, engine_processes, gone, settles, stop_with_streams_in_flight,
+                      stream_lines, streams_in_flight)
 from swiftnb import DEMO_ADAPTERS, DEMO_MODEL_DIR
 from swiftnb.server import BackgroundServer
 
@@ -155,7 +154,7 @@ def test_a_dead_engine_core_is_reported_and_the_kernel_can_start_again():
     finally:
         server.stop()
         engine.shutdown()
-    assert settles(lambda: all(_gone(p) for p in ours), 10)
+    assert settles(lambda: gone(ours), 10)
 
 
 def _deploy(*flags) -> subprocess.Popen:
@@ -182,10 +181,3 @@ def test_a_deploy_stops_on_sigterm_within_10_seconds():
         assert 'swiftnb: stopped (8 requests cut off)' in stopped.stdout.read()
     finally:
         stopped.kill()
-
-
-def _gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True

@@ -25,6 +25,7 @@ CUDA keeps vLLM's own choice (fork, or spawn once CUDA is initialised).
 """
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import multiprocessing
@@ -98,20 +99,16 @@ def context() -> multiprocessing.context.BaseContext:
     return _context
 
 
-_forkable = []  # the first answer of forkable(), for the process's life
-
-
 def server_pid():
     """The server's pid (None before it starts): a fork of this process carries this process's command line."""
     return forkserver._forkserver._forkserver_pid
 
 
+@functools.cache  # the first answer holds for the process's life
 def forkable() -> bool:
     """Whether the server may be a fork of this process (module docstring): whether, when this was first asked
     (engine_args, before swiftnb first imports vLLM), the process had not imported torch and was no IPython kernel."""
-    if not _forkable:
-        _forkable.append('torch' not in sys.modules and 'IPython' not in sys.modules)
-    return _forkable[0]
+    return 'torch' not in sys.modules and 'IPython' not in sys.modules
 
 
 def start_as_fork() -> None:
@@ -170,4 +167,3 @@ def _as_a_fresh_interpreter(passfds: set) -> None:
                 with contextlib.suppress(AttributeError):  # one that looks sys.stderr up itself (logging.lastResort)
                     handler.setStream(streams[id(handler.stream)])
     sys.stdout, sys.stderr = streams[id(sys.stdout)], streams[id(sys.stderr)]
-

@@ -21,6 +21,8 @@ import threading
 
 import psutil
 
+from swiftnb.engine.forkserver import server_pid
+
 # How long a call waits, after an interrupt, for its task to have aborted its requests (vLLM's abort is one
 # message to its engine core; the pt backend drops the rows before its next step).
 ABORT_WAIT_S = 5.0
@@ -67,7 +69,6 @@ def end_started_since(before: set, timeout: float = 2.0) -> None:
     """Stop the processes this process started since `before` was taken (an engine start that was interrupted):
     SIGTERM (vLLM's engine core then stops its workers), SIGKILL for what is left after `timeout`.
     multiprocessing's resource tracker and forkserver serve the whole process, not one engine: they stay."""
-    from swiftnb.engine.forkserver import server_pid
     started = [p for p in children() - before
                if p.pid != server_pid() and 'resource_tracker' not in ' '.join(_cmdline(p))]
     for process in started:
