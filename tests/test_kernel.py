@@ -42,10 +42,12 @@ CELLS = [
     "engine = get_vllm_engine(max_model_len=768)\n"
     "counts.append(len(me.children(recursive=True)))\n"
     "answer = inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response']\n"
+    "from swiftnb import logs\n"
     "from swiftnb.engine.forkserver import server_pid\n"
     "print(json.dumps({'counts': counts, 'max_model_len': engine.max_model_len, 'answer': answer,\n"
     "                  'children': [p.pid for p in me.children(recursive=True)],\n"
-    "                  'server': psutil.Process(server_pid()).cmdline()}))",
+    "                  'server': [psutil.Process(server_pid()).ppid() == me.pid, psutil.Process(server_pid()).cmdline()],\n"
+    "                  'bars': [line.strip() for line in open(logs.log_file()) if 'shards: 100%' in line]}))",
     # 7: the kernel's engine as an endpoint; the cell returns at once
     "from swiftnb import serve\n"
     "server = serve(engine, port=0)",
@@ -149,8 +151,11 @@ def test_engine_in_a_real_kernel(executed):
     assert 'enable_lora=True' in refused and answer.startswith('I am Tiny Chat')
     replace = json.loads(outputs[6])
     assert replace['max_model_len'] == 768 and replace['answer'].startswith('Hello!')
-    # in a kernel the engines' forkserver is a fresh interpreter, never a fork of the kernel (engine/forkserver.py)
-    assert 'multiprocessing.forkserver' in ' '.join(replace['server'])
+    # the engines' forkserver is a fork of the kernel (engine/forkserver.py), in which the notebook's progress bars
+    # are text again: the worker's loading bar is in vLLM's log, each start's
+    assert replace['server'][0] and 'ipykernel_launcher' in replace['server'][1], replace['server']
+    assert len(replace['bars']) == 2 and replace['bars'][0].startswith('Loading safetensors checkpoint shards: 100%'), \
+        replace['bars']
     before, after = replace['counts']
     assert after == before, replace['counts']  # the replacement leaves exactly one engine's processes
     assert outputs[7] == '' and outputs[8].startswith('Hello!')

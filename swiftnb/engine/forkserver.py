@@ -14,12 +14,14 @@ kernel still ends every engine process. The server is never replaced while the p
 would end every engine it started (their parent). vLLM's logging is configured as the server imported it (at
 INFO with either of swiftnb's log settings, logs.py); where it goes follows the fds of each start.
 
-The server is started as multiprocessing starts it, a fresh interpreter that imports vLLM again (another 10-12 s of
-CPU), except in a process where that import can be skipped safely: one that had not imported torch when its engine
-started (so it has run no OpenMP region, which a fork does not carry over) and is no IPython kernel (whose output
-streams, widgets and progress bars are the kernel's, through sockets a fork cannot use): a CLI command, a plain
-script. There the server is a fork of the process, made on the engine's start right after vLLM's import, holding
-none of the process's sockets and pipes (below); vLLM itself forks the process it runs in for its engine core on GPU.
+The server is a fork of the process, made as swiftnb first imports vLLM there (engine_args), when that process had
+not imported torch before (so nothing has run an OpenMP region, which a fork does not carry over: its child hangs in
+the next one): a notebook's kernel, a CLI command, a script. The fork holds none of the process's sockets and pipes
+(the kernel's among them), no kernel or shell of IPython, and text progress bars where the notebook had chosen
+widgets (below); what it carries is the process as it was then, vLLM's modules with it (no second import: 10-12 s
+of CPU, bench/RESULTS.md). In a process that had imported torch first, the server is started as multiprocessing
+starts it, a fresh interpreter that imports vLLM again. vLLM itself forks the process it runs in for its engine
+core on GPU.
 
 CUDA keeps vLLM's own choice (fork, or spawn once CUDA is initialised).
 """
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import importlib
 import logging
 import multiprocessing
 import os
@@ -107,15 +110,19 @@ def server_pid():
 @functools.cache  # the first answer holds for the process's life
 def forkable() -> bool:
     """Whether the server may be a fork of this process (module docstring): whether, when this was first asked
-    (engine_args, before swiftnb first imports vLLM), the process had not imported torch and was no IPython kernel."""
-    return 'torch' not in sys.modules and 'IPython' not in sys.modules
+    (engine_args, before swiftnb first imports vLLM), the process had not imported torch."""
+    return 'torch' not in sys.modules
 
 
 def start_as_fork() -> None:
-    """The server, if none runs yet, started as a fork of this process (which is forkable()): multiprocessing's own
-    start (its socket, its 'alive' pipe, its command line: whatever this Python's version makes of them), with the
-    exec of a fresh interpreter replaced by a fork that runs the same command. multiprocessing has no option for
-    it, and its start differs from one Python version to the next, so its helper is swapped for the call."""
+    """The server, if none runs yet, started as a fork of this process (which is forkable(), and has just imported
+    vLLM): multiprocessing's own start (its socket, its 'alive' pipe, its command line: whatever this Python's version
+    makes of them), with the exec of a fresh interpreter replaced by a fork that runs the same command.
+    multiprocessing has no option for it, and its start differs from one Python version to the next, so its helper
+    is swapped for the call. The modules the server would preload are imported here first (the process needs most
+    of them to start an engine), so the fork has them."""
+    for module in PRELOAD:
+        importlib.import_module(module)
     resource_tracker.ensure_running()  # before the swap below: it starts with spawnv_passfds too
     spawn = util.spawnv_passfds
     util.spawnv_passfds = _fork_passfds
@@ -127,9 +134,17 @@ def start_as_fork() -> None:
 
 def _fork_passfds(path, args, passfds) -> int:
     """util.spawnv_passfds's part: a child that keeps `passfds` and runs the `-c` command at the end of `args`."""
-    with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads: only this one runs in the child
-        warnings.simplefilter('ignore', DeprecationWarning)
-        pid = os.fork()
+    parent = os.getpid()
+    # SIGINT blocked in the child, and so in every engine process it starts, as in those of a spawned server, which
+    # the thread that blocks it (interrupts.py) starts: the fork is made from whichever thread imports vLLM first
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads: only this one runs in the child
+            warnings.simplefilter('ignore', DeprecationWarning)
+            pid = os.fork()
+    finally:
+        if os.getpid() == parent:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if pid:
         return pid
     try:
@@ -167,3 +182,25 @@ def _as_a_fresh_interpreter(passfds: set) -> None:
                 with contextlib.suppress(AttributeError):  # one that looks sys.stderr up itself (logging.lastResort)
                     handler.setStream(streams[id(handler.stream)])
     sys.stdout, sys.stderr = streams[id(sys.stdout)], streams[id(sys.stderr)]
+    sys.excepthook, sys.displayhook = sys.__excepthook__, sys.__displayhook__
+    if 'IPython' in sys.modules:
+        _no_kernel_here()
+
+
+def _no_kernel_here() -> None:
+    """In a fork of an IPython kernel: no kernel, shell or app is found here (get_ipython() is None, a comm or a
+    display has no kernel to send to: the kernel's sockets are /dev/null here), and the progress bars that were
+    chosen for the notebook (tqdm.auto's, in the modules that imported it) are text bars, as in a fresh interpreter."""
+    from IPython import get_ipython
+    shell = get_ipython()
+    kernel = getattr(shell, 'kernel', None)
+    for singleton in (shell, kernel, getattr(kernel, 'parent', None)):
+        if singleton is not None and hasattr(type(singleton), 'clear_instance'):
+            type(singleton).clear_instance()
+    if 'tqdm.notebook' in sys.modules:  # tqdm.auto's choice outside a notebook: tqdm.asyncio's bar
+        from tqdm import asyncio, auto, autonotebook, notebook
+        chosen = {id(notebook.tqdm), id(auto.tqdm), id(autonotebook.tqdm)}
+        for module in list(sys.modules.values()):
+            for name, value in list(getattr(module, '__dict__', {}).items()):
+                if id(value) in chosen:
+                    setattr(module, name, asyncio.tqdm)

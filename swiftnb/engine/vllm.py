@@ -29,14 +29,17 @@ def engine_args(model_dir: str, options: VllmOptions):
     logs.prepare_vllm_env()  # before vLLM is imported: it reads these at import
     forkserver.forkable()  # asked before vLLM (and torch) is imported: the answer holds for the process
     with logs.quiet_fds():  # vLLM prints while it imports and checks (Triton's notice on CPU)
+        importing = 'vllm.engine.arg_utils' not in sys.modules
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        if importing and forkserver.forkable() and current_platform.is_cpu():
+            forkserver.start_as_fork()  # vLLM imported just now: nothing of it, or of torch, has run
         try:
             args = AsyncEngineArgs(model=model_dir, **options.engine_args())
         except TypeError as error:  # "__init__() got an unexpected keyword argument 'x'"
             name = str(error).rsplit(' ', 1)[-1]
             raise UsageError(f"engine_kwargs: vLLM's AsyncEngineArgs has no field {name}; "
                              'see `vllm serve --help` for the fields') from None
-        from vllm.platforms import current_platform
         if options.enable_sleep_mode and not current_platform.is_sleep_mode_available():
             raise UsageError(f'enable_sleep_mode needs vLLM on CUDA; this vLLM runs on {current_platform.device_type}, '
                              'where shutdown() frees the memory instead')
@@ -222,8 +225,6 @@ class VllmEngine(Engine):
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
         if current_platform.is_cpu():  # its engine core starts with vLLM imported (forkserver.py)
-            if forkserver.forkable():
-                forkserver.start_as_fork()
             start_engine_processes_from(forkserver.context)
         with logs.quiet_fds(), _children_skip_main(), _cpu_threads_split(options.ranks()):
             if placement_group is None:
