@@ -192,15 +192,16 @@ def test_the_engine_core_comes_from_a_forkserver_that_has_vllm_imported(engine):
     """On CPU (engine/forkserver.py): the engine core's parent is the forkserver, which has torch loaded; the core
     forks its worker; the core writes where the start sent stdout (the log file the start's progress reads).
     Each engine live in this process is checked (another test's engine may run beside the session's). This process
-    had imported torch before its first engine, so its server is a fresh interpreter (a CLI's is a fork of it:
-    test_cli)."""
-    assert not forkserver.forkable()
+    imported vLLM through swiftnb before torch (conftest), so its server is a fork of it, as a CLI's (test_cli) and a
+    kernel's (test_kernel) are; one that ran torch first has a fresh interpreter (test_interrupts)."""
+    assert forkserver.forkable()
     processes = engine_processes()
     cores = [p for p in processes if p.name() == 'VLLM::EngineCore']
     workers = [p for p in processes if p.name().startswith('VLLM::Worker')]
     assert cores and sorted(w.parent().pid for w in workers) == sorted(c.pid for c in cores)  # one worker a core
     server, = {core.parent() for core in cores}
-    assert 'multiprocessing.forkserver' in ' '.join(server.cmdline()) and server.parent().pid == os.getpid()
+    assert server.parent().pid == os.getpid()  # a fork: no fresh interpreter's `-c from multiprocessing.forkserver`
+    assert 'multiprocessing.forkserver' not in ' '.join(server.cmdline()), server.cmdline()
     assert any('libtorch' in m.path for m in server.memory_maps())
     assert str(logs.log_file()) in {os.readlink(f'/proc/{core.pid}/fd/1') for core in cores}
     assert sys.modules['vllm.v1.engine.utils'].get_mp_context is forkserver.context  # vllm_compat's reach

@@ -213,6 +213,11 @@ def test_engines_outlive_every_interrupt(tmp_path):
         kernel.output(start + "\ntemplate = get_template('chatml', engine.hf_tokenizer)\nprint(ask())")
         processes = kernel.engine_processes()
         assert sorted(p.name() for p in processes) == ['VLLM::EngineCore', 'VLLM::Worker_TP0', 'VLLM::Worker_TP1']
+        # torch ran in this kernel before its first vLLM engine (the pt engine's): its engines' forkserver is a fresh
+        # interpreter, no fork of the kernel (engine/forkserver.py)
+        assert 'multiprocessing.forkserver' in kernel.output(
+            "import psutil\nfrom swiftnb.engine.forkserver import server_pid\n"
+            "print(psutil.Process(server_pid()).cmdline())")
         cell, at = interrupt_when_running(kernel, DOORS['stream'][0], tmp_path / 'tp stream')
         check_short(cell, 'KeyboardInterrupt')
         next_answer(kernel, at)
