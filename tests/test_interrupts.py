@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 QUESTION = "{'query': 'Where is the capital of Zhejiang?'}"
 LONG = "{'query': 'Tell me a long story.'}"
 
+TOKENS = 600
 SETUP = f"""
 from swiftnb import *
 import json, threading, time
-LONG = {{'max_tokens': 1900, 'ignore_eos': True}}  # 4 s of answer here: room to interrupt it
+LONG = {{'max_tokens': {TOKENS}, 'ignore_eos': True}}  # 9 s of answer in a kernel here: room to interrupt it
 
 def when_running(path):
     '''Touch `path` once the engine runs a request (the test interrupts then).'''
@@ -157,13 +158,14 @@ def test_engines_outlive_every_interrupt(tmp_path):
 
         # the kernel's server keeps streaming to its client through an interrupt of a cell, and of the idle kernel
         url = kernel.output("server = serve(engine, port=0)\nprint(server.url)").strip()
-        chunks = []
+        chunks, ended = [], []
         body = {'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Tell me a long story.'}],
-                'stream': True, 'max_tokens': 1900, 'ignore_eos': True}
+                'stream': True, 'max_tokens': TOKENS, 'ignore_eos': True, 'stream_options': {'include_usage': True}}
 
         def read():
             with httpx.stream('POST', url + '/chat/completions', json=body, timeout=120) as response:
                 chunks.extend(line for line in response.iter_lines() if line.startswith('data: {'))
+            ended.append(time.time())
         reader = threading.Thread(target=read)
         reader.start()
         assert settles(lambda: chunks or json.loads(kernel.output('print(engine.num_running)')), 30)
@@ -173,9 +175,12 @@ def test_engines_outlive_every_interrupt(tmp_path):
         assert settles(sleeping.exists, 60)
         kernel.interrupt()
         assert kernel.wait(msg).error['ename'] == 'KeyboardInterrupt'
-        kernel.interrupt()  # the kernel is idle now
+        at = kernel.interrupt()  # the kernel is idle now
         reader.join(120)
-        assert json.loads(chunks[-1][6:])['choices'][0]['finish_reason'] == 'length' and len(chunks) > 1000
+        # the whole answer, streamed on through both interrupts
+        assert json.loads(chunks[-1][6:])['usage']['completion_tokens'] == TOKENS, chunks[-1]
+        assert json.loads(chunks[-2][6:])['choices'][0]['finish_reason'] == 'length', chunks[-2]
+        assert ended[0] > at, (ended, at)
         answer = httpx.post(url + '/chat/completions', timeout=60, json={
             'model': 'tiny-chat', 'messages': [{'role': 'user', 'content': 'Where is the capital of Zhejiang?'}]})
         assert 'Hangzhou' in answer.json()['choices'][0]['message']['content']
@@ -183,9 +188,11 @@ def test_engines_outlive_every_interrupt(tmp_path):
         # a widget answering from its Send button while no cell runs: the interrupt of the idle kernel leaves it
         kernel.output(f"when_running({str(tmp_path / 'send')!r})\nsent = chat.submit('Tell me another story.')")
         assert settles((tmp_path / 'send').exists, 30)
-        kernel.interrupt()
-        done = json.loads(kernel.output("print(json.dumps([len(sent.result(60)), engine.num_running]))"))
-        assert done[0] > 1000 and done[1] == 0, done  # the whole answer (1900 tokens), none aborted
+        at = kernel.interrupt()
+        done = json.loads(kernel.output(
+            "sent.result(60)\nanswer = chat.last_answer\nprint(json.dumps([answer.tokens, answer.finish_reason, "
+            "engine.num_running, time.time() - (time.perf_counter() - answer.finished_at)]))"))
+        assert done[:3] == [TOKENS, 'length', 0] and done[3] > at, (done, at)  # the whole answer, ended after it
 
         # a restart shuts the engine down with the old kernel; no process of it is left
         kernel.restart()
