@@ -77,9 +77,10 @@ def pytest_configure(config):
         # worker's busy engine got no CPU for tens of seconds (measured: 37 s, beside two busy loops).
         with contextlib.suppress(OSError):  # already a session's leader
             os.setsid()
-        # A worker imports vLLM as a script of a user's does, through swiftnb's first engine_args, before any test
-        # module imports torch: its engines' forkserver is then a fork of it, not a fresh interpreter importing vLLM
-        # again (engine/forkserver.py: 10-12 s of CPU a worker). The fresh interpreter's path is test_interrupts'.
+    if hasattr(config, 'workerinput') or not getattr(config.option, 'numprocesses', None):  # it runs tests
+        # It imports vLLM as a user's script does, through swiftnb's first engine_args, before any test module imports
+        # torch: its engines' forkserver is then a fork of it, not a fresh interpreter importing vLLM again
+        # (engine/forkserver.py: 10-12 s of CPU a process). The fresh interpreter's path is test_interrupts'.
         from swiftnb.engine.options import VllmOptions
         from swiftnb.engine.vllm import engine_args
         engine_args(str(DEMO_MODEL_DIR), VllmOptions())
