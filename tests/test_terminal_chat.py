@@ -1,6 +1,8 @@
 """`swiftnb infer` in a terminal (a real pseudo-terminal, through pexpect): a conversation that keeps
 its history, reset-history, multi-line input and exit, and Ctrl-C (in an answer it stops the answer, at the prompt
 it leaves, twice it leaves at once, with no traceback and no engine process left), on each backend."""
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,21 @@ def ask(chat, message: str, expect: str) -> str:
 
 
 def start_chat(backend: str):
-    return pexpect.spawn(SWIFTNB, ['infer', '--infer_backend', backend], encoding='utf-8', timeout=120)
+    return pexpect.spawn(SWIFTNB, ['infer', '--infer_backend', backend], encoding='utf-8', timeout=120,
+                         preexec_fn=_signals_as_a_shell_gives_them)
+
+
+def _signals_as_a_shell_gives_them():
+    """SIGINT handled as by default and unblocked in the chat, whatever this worker's own state is (a shell resets
+    both for what it starts)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _signal_state(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return ' '.join(line.strip() for line in open(f'/proc/{pid}/status') if line.startswith(('SigBlk', 'SigIgn')))
+    return 'ended'
 
 
 def interrupt_an_answer(chat, backend: str) -> tuple:
@@ -53,8 +69,10 @@ def interrupt_an_answer(chat, backend: str) -> tuple:
             except BaseException:
                 chat.close()
                 raise
+    state = _signal_state(chat.pid)
     chat.close()
-    pytest.fail('five answers in a row ended before the Ctrl-C reached them')
+    pytest.fail(f'five answers in a row ended before the Ctrl-C reached them (the chat: {state}; it printed last: '
+                f'{chat.before[-300:]!r})')
 
 
 @pytest.mark.parametrize('backend', ['pt', 'vllm'])
