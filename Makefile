@@ -11,7 +11,7 @@ VLLM_GPU_VERSION ?= 0.26.0
 TORCH_CPU_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 # Two pytest-xdist workers, grouped as tests/conftest.py says: most of a test is one core's work (an engine's or a
-# kernel's start), so two keep a 2-core machine busy (14-18 min here, 97% of its CPU busy: bench/RESULTS.md; one
+# kernel's start), so two keep a 2-core machine busy (12-15 min here, 97% of its CPU busy: bench/RESULTS.md; one
 # process took 33 before vLLM's CPU CI switch). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 # Debian's chromium, for the widget tests in a real browser (Playwright cannot download its own here).

@@ -19,7 +19,8 @@ not imported torch before (so nothing has run an OpenMP region, which a fork doe
 the next one): a notebook's kernel, a CLI command, a script. The fork holds none of the process's sockets and pipes
 (the kernel's among them), no kernel or shell of IPython, and text progress bars where the notebook had chosen
 widgets (below); what it carries is the process as it was then, vLLM's modules with it (no second import: 10-12 s
-of CPU, bench/RESULTS.md). In a process that had imported torch first, the server is started as multiprocessing
+of CPU, bench/RESULTS.md), copy-on-write: memory of that time which the process frees later stays held while the
+server lives (in a notebook the first import comes early, before large data as a rule). In a process that had imported torch first, the server is started as multiprocessing
 starts it, a fresh interpreter that imports vLLM again. vLLM itself forks the process it runs in for its engine
 core on GPU.
 
