@@ -20,9 +20,9 @@ the next one): a notebook's kernel, a CLI command, a script. The fork holds none
 (the kernel's among them), no kernel or shell of IPython, and text progress bars where the notebook had chosen
 widgets (below); what it carries is the process as it was then, vLLM's modules with it (no second import: 10-12 s
 of CPU, bench/RESULTS.md), copy-on-write: memory of that time which the process frees later stays held while the
-server lives (in a notebook the first import comes early, before large data as a rule). In a process that had imported torch first, the server is started as multiprocessing
-starts it, a fresh interpreter that imports vLLM again. vLLM itself forks the process it runs in for its engine
-core on GPU.
+server lives (in a notebook the first import comes early, before large data as a rule). In a process that had
+imported torch first, the server is started as multiprocessing starts it, a fresh interpreter that imports vLLM
+again. vLLM itself forks the process it runs in for its engine core on GPU.
 
 CUDA keeps vLLM's own choice (fork, or spawn once CUDA is initialised).
 """
