@@ -44,9 +44,10 @@ CELLS = [
     "answer = inference_vllm(engine, template, [{'query': 'Hello!'}])[0]['response']\n"
     "from swiftnb import logs\n"
     "from swiftnb.engine.forkserver import server_pid\n"
+    "engine_server = psutil.Process(server_pid())\n"
     "print(json.dumps({'counts': counts, 'max_model_len': engine.max_model_len, 'answer': answer,\n"
     "                  'children': [p.pid for p in me.children(recursive=True)],\n"
-    "                  'server': [psutil.Process(server_pid()).ppid() == me.pid, psutil.Process(server_pid()).cmdline()],\n"
+    "                  'server': [engine_server.ppid() == me.pid, engine_server.cmdline()],\n"
     "                  'bars': [line.strip() for line in open(logs.log_file()) if 'shards: 100%' in line]}))",
     # 7: the kernel's engine as an endpoint; the cell returns at once
     "from swiftnb import serve\n"
