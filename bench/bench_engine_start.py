@@ -63,9 +63,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--in-kernel', action='store_true', help='start the engines in Jupyter kernels')
     options = parser.parse_args()
-    rounds = options.rounds
     times = {'vllm': [], 'swiftnb': []}
-    for index in range(rounds):
+    for index in range(options.rounds):
         for kind in ('vllm', 'swiftnb')[::-1 if index % 2 else 1]:
             times[kind].append(row(kind, options.in_kernel))
             print(f'round {index + 1}: {kind} {times[kind][-1][0]:.1f} s, then {times[kind][-1][1]:.1f} s',

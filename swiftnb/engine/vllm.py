@@ -27,12 +27,12 @@ def engine_args(model_dir: str, options: VllmOptions):
     checked (unknown fields, dtype, max_model_len against the model's limit, parallel sizes): a mistake is
     one UsageError, raised before the live engine is touched."""
     logs.prepare_vllm_env()  # before vLLM is imported: it reads these at import
-    forkserver.forkable()  # asked before vLLM (and torch) is imported: the answer holds for the process
+    forkable = forkserver.forkable()  # asked before vLLM (and torch) is imported: the answer holds for the process
     with logs.quiet_fds():  # vLLM prints while it imports and checks (Triton's notice on CPU)
         importing = 'vllm.engine.arg_utils' not in sys.modules
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
-        if importing and forkserver.forkable() and current_platform.is_cpu():
+        if importing and forkable and current_platform.is_cpu():
             forkserver.start_as_fork()  # vLLM imported just now: nothing of it, or of torch, has run
         try:
             args = AsyncEngineArgs(model=model_dir, **options.engine_args())
